@@ -1,0 +1,202 @@
+// Argument validation shared by the CPU and CUDA kernels, so both devices raise
+// the same errors, always before anything is written. Messages name the op and
+// the argument: "fused_linreg.<op>: <argument> ...".
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/List.h>
+#include <c10/util/ArrayRef.h>
+
+#include <cmath>
+#include <string_view>
+
+namespace fused_linreg {
+
+inline void check_float_tensor(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK(t.defined(), "fused_linreg.", op, ": ", arg, " is undefined");
+  TORCH_CHECK(t.layout() == at::kStrided, "fused_linreg.", op, ": ", arg,
+              " must be a dense (strided) tensor, got layout ", t.layout());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "fused_linreg.", op, ": ", arg,
+              " must be float64, float32, float16 or bfloat16, got ", t.scalar_type());
+}
+
+inline void check_same_dtype_device(const at::Tensor& t, const at::Tensor& ref, const char* op,
+                                    const char* arg, const char* ref_arg) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "fused_linreg.", op, ": ", arg, " has dtype ",
+              t.scalar_type(), " but ", ref_arg, " has dtype ", ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), "fused_linreg.", op, ": ", arg, " is on ", t.device(),
+              " but ", ref_arg, " is on ", ref.device());
+}
+
+// linear: x (..., in), weight (out, in), bias (out).
+inline void check_linear_args(const at::Tensor& x, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "linear";
+  check_float_tensor(x, op, "x");
+  check_float_tensor(weight, op, "weight");
+  check_same_dtype_device(weight, x, op, "weight", "x");
+  TORCH_CHECK(x.dim() >= 1, "fused_linreg.linear: x must have at least 1 dimension, got a 0-dim tensor");
+  TORCH_CHECK(weight.dim() == 2, "fused_linreg.linear: weight must be 2-D (out_features, in_features), got shape ",
+              weight.sizes());
+  TORCH_CHECK(x.size(-1) == weight.size(1), "fused_linreg.linear: x has ", x.size(-1),
+              " features in its last dimension (shape ", x.sizes(), ") but weight expects ", weight.size(1),
+              " (shape ", weight.sizes(), ")");
+  if (bias.has_value() && bias->defined()) {
+    check_float_tensor(*bias, op, "bias");
+    check_same_dtype_device(*bias, x, op, "bias", "x");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+                "fused_linreg.linear: bias must have shape (", weight.size(0), ",), got ", bias->sizes());
+  }
+}
+
+inline void check_linear_backward_input_args(const at::Tensor& grad_out, const at::Tensor& weight) {
+  constexpr const char* op = "linear_backward_input";
+  check_float_tensor(grad_out, op, "grad_out");
+  check_float_tensor(weight, op, "weight");
+  check_same_dtype_device(weight, grad_out, op, "weight", "grad_out");
+  TORCH_CHECK(weight.dim() == 2, "fused_linreg.linear_backward_input: weight must be 2-D, got shape ",
+              weight.sizes());
+  TORCH_CHECK(grad_out.dim() >= 1 && grad_out.size(-1) == weight.size(0),
+              "fused_linreg.linear_backward_input: grad_out must have shape (..., ", weight.size(0), "), got ",
+              grad_out.sizes());
+}
+
+inline void check_linear_backward_params_args(const at::Tensor& grad_out, const at::Tensor& x) {
+  constexpr const char* op = "linear_backward_params";
+  check_float_tensor(grad_out, op, "grad_out");
+  check_float_tensor(x, op, "x");
+  check_same_dtype_device(x, grad_out, op, "x", "grad_out");
+  TORCH_CHECK(x.dim() >= 1 && grad_out.dim() == x.dim() && grad_out.sizes().slice(0, x.dim() - 1) ==
+                                                               x.sizes().slice(0, x.dim() - 1),
+              "fused_linreg.linear_backward_params: grad_out (shape ", grad_out.sizes(),
+              ") and x (shape ", x.sizes(), ") must share their leading dimensions");
+}
+
+enum class Reduction { None, Sum, Mean };
+
+inline Reduction parse_reduction(std::string_view reduction, const char* op) {
+  if (reduction == "none") return Reduction::None;
+  if (reduction == "sum") return Reduction::Sum;
+  if (reduction == "mean") return Reduction::Mean;
+  TORCH_CHECK(false, "fused_linreg.", op, ": reduction must be 'none', 'sum' or 'mean', got '", reduction, "'");
+}
+
+// squared_loss accepts any target with input's element count (the book reshapes
+// it); mse_loss wants identical shapes (its Python wrapper broadcasts first).
+inline void check_loss_args(const at::Tensor& input, const at::Tensor& target, const char* op,
+                            bool same_shape) {
+  check_float_tensor(input, op, "input");
+  check_float_tensor(target, op, "target");
+  check_same_dtype_device(target, input, op, "target", "input");
+  if (same_shape) {
+    TORCH_CHECK(input.sizes() == target.sizes(), "fused_linreg.", op, ": target has shape ", target.sizes(),
+                " but input has shape ", input.sizes());
+  } else {
+    TORCH_CHECK(input.numel() == target.numel(), "fused_linreg.", op, ": target has ", target.numel(),
+                " elements (shape ", target.sizes(), ") but input has ", input.numel(), " (shape ",
+                input.sizes(), ")");
+  }
+}
+
+inline void check_loss_backward_args(const at::Tensor& grad_output, const at::Tensor& input,
+                                     const at::Tensor& target, Reduction reduction, const char* op,
+                                     bool same_shape) {
+  check_loss_args(input, target, op, same_shape);
+  check_float_tensor(grad_output, op, "grad_output");
+  check_same_dtype_device(grad_output, input, op, "grad_output", "input");
+  if (reduction == Reduction::None) {
+    TORCH_CHECK(grad_output.sizes() == input.sizes(), "fused_linreg.", op, ": grad_output has shape ",
+                grad_output.sizes(), " but input has shape ", input.sizes());
+  } else {
+    TORCH_CHECK(grad_output.numel() == 1, "fused_linreg.", op,
+                ": grad_output must have one element for a sum or mean reduction, got shape ",
+                grad_output.sizes());
+  }
+}
+
+struct SgdOptions {
+  double weight_decay;
+  double momentum;
+  double dampening;
+  bool nesterov;
+  bool maximize;
+};
+
+inline void check_finite_nonnegative(double value, const char* name) {
+  TORCH_CHECK(std::isfinite(value) && value >= 0.0, "fused_linreg.sgd_: ", name,
+              " must be finite and >= 0, got ", value);
+}
+
+inline void check_one_element_float(const std::optional<at::Tensor>& t, const char* arg,
+                                    const at::Device& device) {
+  if (!t.has_value() || !t->defined()) return;
+  check_float_tensor(*t, "sgd_", arg);
+  TORCH_CHECK(t->numel() == 1, "fused_linreg.sgd_: ", arg, " must have one element, got shape ", t->sizes());
+  TORCH_CHECK(t->device() == device, "fused_linreg.sgd_: ", arg, " is on ", t->device(),
+              " but params are on ", device);
+}
+
+inline void check_lr(double lr) {
+  TORCH_CHECK(std::isfinite(lr) && lr >= 0.0, "fused_linreg.sgd_: lr must be finite and >= 0, got ", lr);
+}
+
+// A tensor lr lives on the params' device (read there, without a host sync) or on the CPU.
+inline void check_lr_tensor(const at::Tensor& lr, at::TensorList params) {
+  check_float_tensor(lr, "sgd_", "lr");
+  TORCH_CHECK(lr.numel() == 1, "fused_linreg.sgd_: lr must have one element, got shape ", lr.sizes());
+  TORCH_CHECK(params.empty() || lr.device() == params[0].device() || lr.device().is_cpu(),
+              "fused_linreg.sgd_: lr is on ", lr.device(), " but params are on ", params[0].device());
+}
+
+// Validates every list entry before the kernel writes anything. lr is checked by
+// the caller (a double, or a one-element tensor).
+inline void check_sgd_args(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                           const c10::List<bool>& is_first_step, const SgdOptions& opt,
+                           const std::optional<at::Tensor>& grad_scale,
+                           const std::optional<at::Tensor>& found_inf) {
+  check_finite_nonnegative(opt.weight_decay, "weight_decay");
+  check_finite_nonnegative(opt.momentum, "momentum");
+  TORCH_CHECK(std::isfinite(opt.dampening), "fused_linreg.sgd_: dampening must be finite, got ", opt.dampening);
+  TORCH_CHECK(!opt.nesterov || (opt.momentum > 0.0 && opt.dampening == 0.0),
+              "fused_linreg.sgd_: nesterov requires momentum > 0 and dampening == 0, got momentum=",
+              opt.momentum, ", dampening=", opt.dampening);
+  TORCH_CHECK(grads.size() == params.size(), "fused_linreg.sgd_: grads has ", grads.size(),
+              " entries but params has ", params.size());
+  const bool use_momentum = opt.momentum != 0.0;
+  if (use_momentum) {
+    TORCH_CHECK(momentum_buffers.size() == params.size(), "fused_linreg.sgd_: momentum_buffers has ",
+                momentum_buffers.size(), " entries but params has ", params.size());
+    TORCH_CHECK(is_first_step.size() == params.size(), "fused_linreg.sgd_: is_first_step has ",
+                is_first_step.size(), " entries but params has ", params.size());
+  }
+  if (params.empty()) return;
+  const at::Device device = params[0].device();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
+    const at::Tensor& g = grads[i];
+    TORCH_CHECK(p.defined(), "fused_linreg.sgd_: params[", i, "] is undefined");
+    TORCH_CHECK(p.layout() == at::kStrided && at::isFloatingType(p.scalar_type()), "fused_linreg.sgd_: params[", i,
+                "] must be a dense floating-point tensor, got ", p.scalar_type(), " with layout ", p.layout());
+    TORCH_CHECK(p.device() == device, "fused_linreg.sgd_: params[", i, "] is on ", p.device(),
+                " but params[0] is on ", device);
+    TORCH_CHECK(g.defined(), "fused_linreg.sgd_: grads[", i, "] is undefined (a parameter without a gradient)");
+    TORCH_CHECK(g.layout() == at::kStrided, "fused_linreg.sgd_: grads[", i,
+                "] must be dense, got layout ", g.layout(), " (sparse gradients are not supported)");
+    TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.device() == p.device() && g.sizes() == p.sizes(),
+                "fused_linreg.sgd_: grads[", i, "] (", g.scalar_type(), ", ", g.device(), ", shape ", g.sizes(),
+                ") must match params[", i, "] (", p.scalar_type(), ", ", p.device(), ", shape ", p.sizes(), ")");
+    if (use_momentum) {
+      const at::Tensor& b = momentum_buffers[i];
+      TORCH_CHECK(b.defined(), "fused_linreg.sgd_: momentum_buffers[", i, "] is undefined");
+      TORCH_CHECK(b.layout() == at::kStrided && b.scalar_type() == p.scalar_type() && b.device() == p.device() &&
+                      b.sizes() == p.sizes(),
+                  "fused_linreg.sgd_: momentum_buffers[", i, "] (", b.scalar_type(), ", ", b.device(), ", shape ",
+                  b.sizes(), ") must match params[", i, "] (", p.scalar_type(), ", ", p.device(), ", shape ",
+                  p.sizes(), ")");
+    }
+  }
+  check_one_element_float(grad_scale, "grad_scale", device);
+  check_one_element_float(found_inf, "found_inf", device);
+}
+
+}  // namespace fused_linreg

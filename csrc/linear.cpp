@@ -1,0 +1,176 @@
+// CPU kernels of linear: forward, grad of the input, and grad of weight and
+// bias from one pass over x. Skinny weights (few outputs: regression heads)
+// get hand-written kernels bound by reading x once; wider layers are GEMMs,
+// where MKL/oneDNN through at::addmm / at::mm is already at the limit.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "cpu_rows.h"
+#include "linear_shapes.h"
+
+namespace fused_linreg {
+namespace {
+
+using cpu::ceil_div;
+
+// Rows per parallel task: enough multiply-adds to amortise the task's cost.
+int64_t row_grain(int64_t work_per_row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(work_per_row, 1)); }
+
+template <typename scalar_t>
+void linear_forward_skinny(const at::Tensor& x2d, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias, at::Tensor& y2d) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t rows = x2d.size(0), in = x2d.size(1), out = weight.size(0);
+  const at::Tensor w_acc = weight.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+  const at::Tensor b_acc = bias.has_value() ? bias->to(c10::CppTypeToScalarType<acc_t>::value).contiguous()
+                                            : at::zeros({out}, w_acc.options());
+  const scalar_t* x = x2d.const_data_ptr<scalar_t>();
+  const acc_t* w = w_acc.const_data_ptr<acc_t>();
+  const acc_t* b = b_acc.const_data_ptr<acc_t>();
+  scalar_t* y = y2d.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, rows, row_grain(in * out), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> row_scratch;
+    acc_t dots[kSkinnyMaxOut];
+    for (int64_t i = begin; i < end; ++i) {
+      const acc_t* xrow = cpu::row_as<acc_t>(x + i * in, in, row_scratch);
+      cpu::dot_all_rows(xrow, w, in, out, dots);
+      for (int64_t j = 0; j < out; ++j) y[i * out + j] = static_cast<scalar_t>(dots[j] + b[j]);
+    }
+  });
+}
+
+template <typename scalar_t>
+void linear_backward_input_skinny(const at::Tensor& grad2d, const at::Tensor& weight, at::Tensor& grad_x2d) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t rows = grad2d.size(0), out = weight.size(0), in = weight.size(1);
+  const at::Tensor w_acc = weight.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+  const scalar_t* g = grad2d.const_data_ptr<scalar_t>();
+  const acc_t* w = w_acc.const_data_ptr<acc_t>();
+  scalar_t* gx = grad_x2d.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, rows, row_grain(in * out), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> row(static_cast<size_t>(in));
+    for (int64_t i = begin; i < end; ++i) {
+      std::fill(row.begin(), row.end(), acc_t(0));
+      for (int64_t j = 0; j < out; ++j) {
+        cpu::axpy(static_cast<acc_t>(g[i * out + j]), w + j * in, in, row.data());
+      }
+      cpu::store_row(row.data(), in, gx + i * in);
+    }
+  });
+}
+
+// Partial sums over fixed row ranges ("chunks"), then a sum over chunks in
+// chunk order: the result does not depend on how chunks map to threads.
+int64_t param_grad_chunks(int64_t rows, int64_t out, int64_t in) {
+  constexpr int64_t kMaxChunks = 64;
+  constexpr int64_t kMinRowsPerChunk = 256;
+  constexpr int64_t kMaxPartialElements = int64_t{1} << 22;
+  const int64_t by_rows = ceil_div(rows, kMinRowsPerChunk);
+  const int64_t by_memory = kMaxPartialElements / (out * (in + 1));
+  return std::max<int64_t>(1, std::min({kMaxChunks, by_rows, by_memory}));
+}
+
+template <typename scalar_t>
+void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x2d, at::Tensor& grad_weight,
+                                   at::Tensor& grad_bias) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t rows = x2d.size(0), in = x2d.size(1), out = grad2d.size(1);
+  const int64_t row_stride = in + 1;  // each output's partial: in weight sums, then the bias sum
+  const int64_t chunks = param_grad_chunks(rows, out, in);
+  const int64_t rows_per_chunk = ceil_div(rows, chunks);
+  at::Tensor partials = at::zeros({chunks, out, row_stride}, x2d.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  const scalar_t* x = x2d.const_data_ptr<scalar_t>();
+  const scalar_t* g = grad2d.const_data_ptr<scalar_t>();
+  acc_t* part = partials.mutable_data_ptr<acc_t>();
+  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    std::vector<acc_t> row_scratch;
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      acc_t* chunk_part = part + c * out * row_stride;
+      const int64_t row_end = std::min(rows, (c + 1) * rows_per_chunk);
+      for (int64_t i = c * rows_per_chunk; i < row_end; ++i) {
+        const acc_t* xrow = cpu::row_as<acc_t>(x + i * in, in, row_scratch);
+        for (int64_t j = 0; j < out; ++j) {
+          const acc_t gij = static_cast<acc_t>(g[i * out + j]);
+          cpu::axpy(gij, xrow, in, chunk_part + j * row_stride);
+          chunk_part[j * row_stride + in] += gij;
+        }
+      }
+    }
+  });
+  const int64_t sums = out * row_stride;
+  scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
+  scalar_t* gb = grad_bias.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, sums, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      acc_t total = 0;
+      for (int64_t c = 0; c < chunks; ++c) total += part[c * sums + e];
+      const int64_t j = e / row_stride, k = e % row_stride;
+      if (k == in) {
+        gb[j] = static_cast<scalar_t>(total);
+      } else {
+        gw[j * in + k] = static_cast<scalar_t>(total);
+      }
+    }
+  });
+}
+
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  check_linear_args(x, weight, bias);
+  const std::optional<at::Tensor> b = (bias.has_value() && bias->defined()) ? bias : std::nullopt;
+  const at::Tensor x2d = rows_of(x);
+  const int64_t out = weight.size(0);
+  if (!is_skinny(out)) {
+    // A GEMM: MKL/oneDNN with the bias folded in by addmm.
+    at::Tensor y2d = b.has_value() ? at::addmm(*b, x2d, weight.t()) : at::mm(x2d, weight.t());
+    return y2d.view(output_shape(x, out));
+  }
+  at::Tensor y2d = at::empty({x2d.size(0), out}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.linear", [&] {
+    linear_forward_skinny<scalar_t>(x2d, weight, b, y2d);
+  });
+  return y2d.view(output_shape(x, out));
+}
+
+at::Tensor linear_backward_input_cpu(const at::Tensor& grad_out, const at::Tensor& weight) {
+  check_linear_backward_input_args(grad_out, weight);
+  const at::Tensor g2d = rows_of(grad_out);
+  const int64_t in = weight.size(1);
+  if (!is_skinny(weight.size(0))) {
+    return at::mm(g2d, weight).view(output_shape(grad_out, in));  // a GEMM: MKL/oneDNN
+  }
+  at::Tensor grad_x2d = at::empty({g2d.size(0), in}, grad_out.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(),
+                                  "fused_linreg.linear_backward_input", [&] {
+                                    linear_backward_input_skinny<scalar_t>(g2d, weight, grad_x2d);
+                                  });
+  return grad_x2d.view(output_shape(grad_out, in));
+}
+
+std::tuple<at::Tensor, at::Tensor> linear_backward_params_cpu(const at::Tensor& grad_out, const at::Tensor& x) {
+  check_linear_backward_params_args(grad_out, x);
+  const at::Tensor g2d = rows_of(grad_out);
+  const at::Tensor x2d = rows_of(x);
+  const int64_t out = g2d.size(1), in = x2d.size(1);
+  if (!is_skinny(out)) {
+    // A GEMM (MKL/oneDNN) and a column sum.
+    return {at::mm(g2d.t(), x2d), g2d.sum(0)};
+  }
+  at::Tensor grad_weight = at::empty({out, in}, x.options());
+  at::Tensor grad_bias = at::empty({out}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.linear_backward_params",
+                                  [&] { linear_backward_params_skinny<scalar_t>(g2d, x2d, grad_weight, grad_bias); });
+  return {grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) {
+  m.impl("linear", &linear_cpu);
+  m.impl("linear_backward_input", &linear_backward_input_cpu);
+  m.impl("linear_backward_params", &linear_backward_params_cpu);
+}
+
+}  // namespace fused_linreg

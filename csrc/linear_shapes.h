@@ -1,0 +1,29 @@
+// Shape rules of linear shared by the CPU and CUDA wrappers.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/DimVector.h>
+#include <c10/util/accumulate.h>
+
+namespace fused_linreg {
+
+// Up to this many output features the hand-written kernels run; above it the
+// work is a GEMM and goes to the vendor BLAS.
+constexpr int64_t kSkinnyMaxOut = 16;
+
+inline bool is_skinny(int64_t out_features) { return out_features <= kSkinnyMaxOut; }
+
+// (..., features) -> contiguous (rows, features).
+inline at::Tensor rows_of(const at::Tensor& t) {
+  const int64_t rows = c10::multiply_integers(t.sizes().slice(0, t.dim() - 1));
+  return t.contiguous().view({rows, t.size(-1)});
+}
+
+// Leading dimensions of `t` followed by `last`.
+inline c10::DimVector output_shape(const at::Tensor& t, int64_t last) {
+  c10::DimVector shape(t.sizes().begin(), t.sizes().end());
+  shape.back() = last;
+  return shape;
+}
+
+}  // namespace fused_linreg

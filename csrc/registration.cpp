@@ -1,0 +1,43 @@
+// Schemas of every fused_linreg operator, in one place. Kernels register per
+// device in their own files (TORCH_LIBRARY_IMPL); autograd and fake (meta)
+// kernels are registered from Python (pyext/fused_linreg/_ops.py).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing fused_linreg._C only has to load this library: the static
+// TORCH_LIBRARY initialisers below do the registration.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fused_linreg, m) {
+  // y = x @ weight.T + bias, x of shape (..., in), weight (out, in), bias (out).
+  m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
+  // grad_x = grad_out @ weight: shape (..., in).
+  m.def("linear_backward_input(Tensor grad_out, Tensor weight) -> Tensor");
+  // (grad_weight, grad_bias) = (grad_out^T @ x, grad_out summed over rows), one pass.
+  m.def("linear_backward_params(Tensor grad_out, Tensor x) -> (Tensor, Tensor)");
+
+  // The book's loss, 0.5 * (input - target)^2; target is reshaped to input's shape.
+  m.def("squared_loss(Tensor input, Tensor target, str reduction=\"none\") -> Tensor");
+  m.def("squared_loss_backward(Tensor grad_output, Tensor input, Tensor target, str reduction) -> Tensor");
+  // F.mse_loss: (input - target)^2, input and target of the same shape.
+  m.def("mse_loss(Tensor input, Tensor target, str reduction=\"mean\") -> Tensor");
+  m.def("mse_loss_backward(Tensor grad_output, Tensor input, Tensor target, str reduction) -> Tensor");
+
+  // torch.optim.SGD's update for a whole list of parameters. momentum_buffers and
+  // is_first_step are aligned with params when momentum != 0 and empty otherwise;
+  // a first-step parameter gets buf = grad (its buffer's old contents are not read).
+  m.def(
+      "sgd_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, bool[] is_first_step, *, "
+      "float lr, float weight_decay=0., float momentum=0., float dampening=0., bool nesterov=False, "
+      "bool maximize=False, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  // The same with the learning rate read from a one-element tensor (no host sync on CUDA).
+  m.def(
+      "sgd_.tensor_lr(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, bool[] is_first_step, *, "
+      "Tensor lr, float weight_decay=0., float momentum=0., float dampening=0., bool nesterov=False, "
+      "bool maximize=False, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+}
