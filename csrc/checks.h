@@ -199,4 +199,70 @@ inline void check_sgd_args(at::TensorList params, at::TensorList grads, at::Tens
   check_one_element_float(found_inf, "found_inf", device);
 }
 
+// The fused linear-regression ops: X (n, d), y (n) or (n, k), weight (k, d), bias (k).
+inline void check_linreg_args(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias, const char* op) {
+  check_float_tensor(X, op, "X");
+  check_float_tensor(y, op, "y");
+  check_float_tensor(weight, op, "weight");
+  check_same_dtype_device(y, X, op, "y", "X");
+  check_same_dtype_device(weight, X, op, "weight", "X");
+  TORCH_CHECK(X.dim() == 2, "fused_linreg.", op, ": X must be 2-D (n, d), got shape ", X.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == X.size(1), "fused_linreg.", op,
+              ": weight must have shape (k, ", X.size(1), ") to match X (shape ", X.sizes(), "), got ",
+              weight.sizes());
+  const int64_t k = weight.size(0);
+  const bool y_fits = (y.dim() == 2 && y.size(0) == X.size(0) && y.size(1) == k) ||
+                      (y.dim() == 1 && y.size(0) == X.size(0) && k == 1);
+  TORCH_CHECK(y_fits, "fused_linreg.", op, ": y must have shape (", X.size(0), ", ", k, ")",
+              k == 1 ? " or (n,)" : "", " to match X (shape ", X.sizes(), ") and weight (shape ", weight.sizes(),
+              "), got ", y.sizes());
+  if (bias.has_value() && bias->defined()) {
+    check_float_tensor(*bias, op, "bias");
+    check_same_dtype_device(*bias, X, op, "bias", "X");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == k, "fused_linreg.", op, ": bias must have shape (", k,
+                ",), got ", bias->sizes());
+  }
+}
+
+inline void check_momentum_buffer(const std::optional<at::Tensor>& buffer, const at::Tensor& param, const char* op,
+                                  const char* arg) {
+  TORCH_CHECK(buffer.has_value() && buffer->defined(), "fused_linreg.", op, ": ", arg,
+              " is required when momentum != 0");
+  TORCH_CHECK(buffer->layout() == at::kStrided && buffer->scalar_type() == param.scalar_type() &&
+                  buffer->device() == param.device() && buffer->sizes() == param.sizes(),
+              "fused_linreg.", op, ": ", arg, " (", buffer->scalar_type(), ", ", buffer->device(), ", shape ",
+              buffer->sizes(), ") must match its parameter (", param.scalar_type(), ", ", param.device(), ", shape ",
+              param.sizes(), ")");
+}
+
+inline void check_linreg_update_args(const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                     const std::optional<at::Tensor>& weight_momentum,
+                                     const std::optional<at::Tensor>& bias_momentum, double lr,
+                                     const SgdOptions& opt, const char* op) {
+  TORCH_CHECK(std::isfinite(lr) && lr >= 0.0, "fused_linreg.", op, ": lr must be finite and >= 0, got ", lr);
+  TORCH_CHECK(std::isfinite(opt.weight_decay) && opt.weight_decay >= 0.0, "fused_linreg.", op,
+              ": weight_decay must be finite and >= 0, got ", opt.weight_decay);
+  TORCH_CHECK(std::isfinite(opt.momentum) && opt.momentum >= 0.0, "fused_linreg.", op,
+              ": momentum must be finite and >= 0, got ", opt.momentum);
+  TORCH_CHECK(std::isfinite(opt.dampening), "fused_linreg.", op, ": dampening must be finite, got ", opt.dampening);
+  TORCH_CHECK(!opt.nesterov || (opt.momentum > 0.0 && opt.dampening == 0.0), "fused_linreg.", op,
+              ": nesterov requires momentum > 0 and dampening == 0, got momentum=", opt.momentum,
+              ", dampening=", opt.dampening);
+  if (opt.momentum != 0.0) {
+    check_momentum_buffer(weight_momentum, weight, op, "weight_momentum");
+    if (bias.has_value() && bias->defined()) check_momentum_buffer(bias_momentum, *bias, op, "bias_momentum");
+  }
+}
+
+// indices: int64 (m,) on X's device; its values are range-checked by the caller.
+inline void check_epoch_indices(const at::Tensor& indices, const at::Tensor& X, int64_t batch_size) {
+  TORCH_CHECK(batch_size >= 1, "fused_linreg.linreg_epoch_: batch_size must be >= 1, got ", batch_size);
+  TORCH_CHECK(indices.scalar_type() == at::kLong && indices.dim() == 1, "fused_linreg.linreg_epoch_: indices must be ",
+              "a 1-D int64 tensor, got ", indices.scalar_type(), " of shape ", indices.sizes());
+  TORCH_CHECK(indices.device() == X.device(), "fused_linreg.linreg_epoch_: indices is on ", indices.device(),
+              " but X is on ", X.device());
+  TORCH_CHECK(indices.numel() >= 1, "fused_linreg.linreg_epoch_: indices is empty (an epoch needs at least one row)");
+}
+
 }  // namespace fused_linreg

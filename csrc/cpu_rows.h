@@ -8,6 +8,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -91,5 +92,20 @@ inline void axpy(acc_t alpha, const acc_t* x, int64_t len, acc_t* y) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Sums over rows run as partial sums over fixed row ranges ("chunks") added in
+// chunk order afterwards, so the result does not depend on how chunks map to
+// threads. The count depends on the shape only: `width` accumulators per chunk.
+// A chunk covers at least ~64K accumulator updates, so small batches (the
+// book's 10 x 2) stay on one thread with no parallel region at all.
+inline int64_t row_chunks(int64_t rows, int64_t width) {
+  constexpr int64_t kMaxChunks = 64;
+  constexpr int64_t kMinUpdatesPerChunk = int64_t{1} << 16;
+  constexpr int64_t kMaxPartialElements = int64_t{1} << 22;
+  const int64_t min_rows_per_chunk = std::max<int64_t>(256, ceil_div(kMinUpdatesPerChunk, std::max<int64_t>(width, 1)));
+  const int64_t by_rows = ceil_div(rows, min_rows_per_chunk);
+  const int64_t by_memory = kMaxPartialElements / std::max<int64_t>(width, 1);
+  return std::max<int64_t>(1, std::min({kMaxChunks, by_rows, by_memory}));
+}
 
 }  // namespace fused_linreg::cpu

@@ -62,24 +62,13 @@ void linear_backward_input_skinny(const at::Tensor& grad2d, const at::Tensor& we
   });
 }
 
-// Partial sums over fixed row ranges ("chunks"), then a sum over chunks in
-// chunk order: the result does not depend on how chunks map to threads.
-int64_t param_grad_chunks(int64_t rows, int64_t out, int64_t in) {
-  constexpr int64_t kMaxChunks = 64;
-  constexpr int64_t kMinRowsPerChunk = 256;
-  constexpr int64_t kMaxPartialElements = int64_t{1} << 22;
-  const int64_t by_rows = ceil_div(rows, kMinRowsPerChunk);
-  const int64_t by_memory = kMaxPartialElements / (out * (in + 1));
-  return std::max<int64_t>(1, std::min({kMaxChunks, by_rows, by_memory}));
-}
-
 template <typename scalar_t>
 void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x2d, at::Tensor& grad_weight,
                                    at::Tensor& grad_bias) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t rows = x2d.size(0), in = x2d.size(1), out = grad2d.size(1);
   const int64_t row_stride = in + 1;  // each output's partial: in weight sums, then the bias sum
-  const int64_t chunks = param_grad_chunks(rows, out, in);
+  const int64_t chunks = cpu::row_chunks(rows, out * row_stride);
   const int64_t rows_per_chunk = ceil_div(rows, chunks);
   at::Tensor partials = at::zeros({chunks, out, row_stride}, x2d.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const scalar_t* x = x2d.const_data_ptr<scalar_t>();

@@ -40,4 +40,22 @@ TORCH_LIBRARY(fused_linreg, m) {
       "sgd_.tensor_lr(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, bool[] is_first_step, *, "
       "Tensor lr, float weight_decay=0., float momentum=0., float dampening=0., bool nesterov=False, "
       "bool maximize=False, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+
+  // Linear regression with the book's loss, (1/n) * sum_i 0.5 * ||x_i W^T + b - y_i||^2,
+  // in one pass over X: X (n, d), y (n) or (n, k), weight (k, d), bias (k).
+  // Returns (loss, grad_weight, grad_bias); grad_bias is computed even without a bias.
+  m.def("linreg_grad(Tensor X, Tensor y, Tensor weight, Tensor? bias) -> (Tensor, Tensor, Tensor)");
+  // One SGD step on that loss, in place; returns the loss before the update. The
+  // momentum buffers are used when momentum != 0 (is_first_step: buf = grad).
+  m.def(
+      "linreg_step_(Tensor X, Tensor y, Tensor(a!) weight, Tensor(b!)? bias, Tensor(c!)? weight_momentum, "
+      "Tensor(d!)? bias_momentum, bool is_first_step, *, float lr, float weight_decay=0., float momentum=0., "
+      "float dampening=0., bool nesterov=False, bool maximize=False) -> Tensor");
+  // A whole epoch: step j is linreg_step_ on rows indices[j*batch_size : (j+1)*batch_size].
+  // Returns the per-step losses. Bitwise identical to the loop of linreg_step_.
+  m.def(
+      "linreg_epoch_(Tensor X, Tensor y, Tensor indices, int batch_size, Tensor(a!) weight, Tensor(b!)? bias, "
+      "Tensor(c!)? weight_momentum, Tensor(d!)? bias_momentum, bool is_first_step, *, float lr, "
+      "float weight_decay=0., float momentum=0., float dampening=0., bool nesterov=False, "
+      "bool maximize=False) -> Tensor");
 }

@@ -17,6 +17,9 @@ namespace fused_linreg {
 namespace {
 
 constexpr int64_t kChunkElements = 16384;
+// Below this many elements in all, waking a second thread costs more than the
+// update itself (and much more when the other core is busy): run serially.
+constexpr int64_t kParallelMinElements = 1 << 17;
 
 struct Chunk {
   int64_t tensor;
@@ -97,7 +100,11 @@ void sgd_cpu_impl(at::TensorList params, at::TensorList grads, at::TensorList mo
                                                         : std::nullopt;
   SgdWorkList work(params, grads, momentum_buffers, is_first_step, opt.momentum != 0.0);
   const std::vector<Chunk> chunks = split_into_chunks(work.params);
-  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+  int64_t total_elements = 0;
+  for (const at::Tensor& p : work.params) total_elements += p.numel();
+  const int64_t chunk_count = static_cast<int64_t>(chunks.size());
+  const int64_t grain = total_elements < kParallelMinElements ? std::max<int64_t>(chunk_count, 1) : 1;
+  at::parallel_for(0, chunk_count, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Chunk& c = chunks[i];
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, work.params[c.tensor].scalar_type(),

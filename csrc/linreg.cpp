@@ -1,0 +1,294 @@
+// CPU kernels of the fused linear-regression ops: linreg_grad, linreg_step_ and
+// linreg_epoch_. One pass over the rows of X computes each row's residual
+// r = W x + b - y and, while the row is in L1, adds its share of the loss and
+// of both gradients. The update then runs on the small (k, d) parameters.
+// The epoch op runs exactly the step's code once per minibatch, so the two are
+// bitwise identical.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "checks.h"
+#include "cpu_rows.h"
+#include "sgd_math.h"
+
+namespace fused_linreg {
+namespace {
+
+// Per output j the sums are laid out as d weight-gradient sums then the bias
+// sum; the loss sum comes last.
+struct SumLayout {
+  int64_t d;
+  int64_t k;
+  int64_t row_stride() const { return d + 1; }
+  int64_t loss_index() const { return k * row_stride(); }
+  int64_t size() const { return loss_index() + 1; }
+};
+
+template <typename scalar_t>
+struct Batch {
+  const scalar_t* X;
+  const scalar_t* y;
+  const int64_t* rows;  // row numbers of the minibatch, or nullptr for rows 0..n-1
+  int64_t n;
+};
+
+template <typename scalar_t, typename acc_t>
+struct Scratch {
+  std::vector<acc_t> x_row;
+  std::vector<acc_t> residual;
+  std::vector<acc_t> partials;
+  std::vector<acc_t> weight;  // float copies of the parameters for the half types
+  std::vector<acc_t> bias;
+};
+
+template <typename scalar_t, typename acc_t>
+void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const SumLayout& layout,
+                     const acc_t* W, const acc_t* b, acc_t* sums, std::vector<acc_t>& x_scratch,
+                     acc_t* residual) {
+  const int64_t d = layout.d, k = layout.k;
+  acc_t loss = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t row = batch.rows ? batch.rows[i] : i;
+    const acc_t* x = cpu::row_as<acc_t>(batch.X + row * d, d, x_scratch);
+    cpu::dot_all_rows(x, W, d, k, residual);
+    for (int64_t j = 0; j < k; ++j) {
+      const acc_t r = residual[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(batch.y[row * k + j]);
+      loss += acc_t(0.5) * r * r;
+      acc_t* sums_j = sums + j * layout.row_stride();
+      cpu::axpy(r, x, d, sums_j);
+      sums_j[d] += r;
+    }
+  }
+  sums[layout.loss_index()] += loss;
+}
+
+// totals = the loss and gradient sums over the whole batch (not yet divided by n).
+template <typename scalar_t, typename acc_t>
+void batch_sums(const Batch<scalar_t>& batch, const SumLayout& layout, const acc_t* W, const acc_t* b,
+                Scratch<scalar_t, acc_t>& scratch, acc_t* totals) {
+  const int64_t width = layout.size();
+  const int64_t chunks = cpu::row_chunks(batch.n, width);
+  scratch.residual.resize(static_cast<size_t>(layout.k));
+  std::fill(totals, totals + width, acc_t(0));
+  if (chunks == 1) {
+    accumulate_rows(batch, 0, batch.n, layout, W, b, totals, scratch.x_row, scratch.residual.data());
+    return;
+  }
+  const int64_t rows_per_chunk = cpu::ceil_div(batch.n, chunks);
+  scratch.partials.assign(static_cast<size_t>(chunks * width), acc_t(0));
+  acc_t* partials = scratch.partials.data();
+  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    std::vector<acc_t> x_row;
+    std::vector<acc_t> residual(static_cast<size_t>(layout.k));
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      accumulate_rows(batch, c * rows_per_chunk, std::min(batch.n, (c + 1) * rows_per_chunk), layout, W, b,
+                      partials + c * width, x_row, residual.data());
+    }
+  });
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t e = 0; e < width; ++e) totals[e] += partials[c * width + e];
+  }
+}
+
+// The model's parameters and momentum buffers, contiguous, updated in place.
+template <typename scalar_t>
+struct Model {
+  scalar_t* weight;
+  scalar_t* bias;  // nullptr without a bias
+  scalar_t* weight_momentum;
+  scalar_t* bias_momentum;
+  SumLayout layout;
+};
+
+// `count` values at p as acc_t: p itself when the types agree, else a float copy.
+template <typename acc_t, typename scalar_t>
+const acc_t* values_as(const scalar_t* p, int64_t count, std::vector<acc_t>& storage) {
+  if (p == nullptr) return nullptr;
+  return cpu::row_as<acc_t>(p, count, storage);
+}
+
+template <typename scalar_t, typename acc_t>
+void sgd_update_all(scalar_t* param, scalar_t* buf, const acc_t* grad_sum, int64_t count, int64_t stride,
+                    acc_t inv_n, bool first_step, const SgdScalars<acc_t>& s) {
+  for (int64_t e = 0; e < count; ++e) {
+    acc_t b = buf && !first_step ? static_cast<acc_t>(buf[e]) : acc_t(0);
+    param[e] = static_cast<scalar_t>(sgd_update(static_cast<acc_t>(param[e]), grad_sum[e * stride] * inv_n, b,
+                                                first_step, s));
+    if (buf) buf[e] = static_cast<scalar_t>(b);
+  }
+}
+
+// One step on one minibatch; returns the minibatch loss before the update.
+template <typename scalar_t>
+at::opmath_type<scalar_t> step_on_batch(const Batch<scalar_t>& batch, const Model<scalar_t>& model,
+                                        Scratch<scalar_t, at::opmath_type<scalar_t>>& scratch,
+                                        std::vector<at::opmath_type<scalar_t>>& totals, bool first_step,
+                                        const SgdScalars<at::opmath_type<scalar_t>>& s) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const SumLayout& layout = model.layout;
+  const acc_t* W = values_as<acc_t>(model.weight, layout.k * layout.d, scratch.weight);
+  const acc_t* b = values_as<acc_t>(model.bias, layout.k, scratch.bias);
+  batch_sums(batch, layout, W, b, scratch, totals.data());
+  const acc_t inv_n = acc_t(1) / static_cast<acc_t>(batch.n);
+  const bool momentum = s.momentum != acc_t(0);
+  for (int64_t j = 0; j < layout.k; ++j) {
+    sgd_update_all(model.weight + j * layout.d, momentum ? model.weight_momentum + j * layout.d : nullptr,
+                   totals.data() + j * layout.row_stride(), layout.d, 1, inv_n, first_step, s);
+  }
+  if (model.bias) {
+    sgd_update_all(model.bias, momentum ? model.bias_momentum : nullptr, totals.data() + layout.d, layout.k,
+                   layout.row_stride(), inv_n, first_step, s);
+  }
+  return totals[layout.loss_index()] * inv_n;
+}
+
+// Contiguous working copies of the in-place arguments, written back on finish().
+class InPlace {
+ public:
+  explicit InPlace(const std::optional<at::Tensor>& t)
+      : original_(t.has_value() && t->defined() ? *t : at::Tensor()),
+        work_(original_.defined() ? original_.contiguous() : at::Tensor()) {}
+  template <typename scalar_t>
+  scalar_t* data() {
+    return work_.defined() ? work_.mutable_data_ptr<scalar_t>() : nullptr;
+  }
+  void finish() {
+    if (work_.defined() && !work_.is_same(original_)) original_.copy_(work_);
+  }
+
+ private:
+  at::Tensor original_;
+  at::Tensor work_;
+};
+
+struct StepArgs {
+  double lr;
+  SgdOptions opt;
+  bool is_first_step;
+};
+
+template <typename scalar_t>
+SgdScalars<at::opmath_type<scalar_t>> sgd_scalars(const StepArgs& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  return {static_cast<acc_t>(a.lr), static_cast<acc_t>(a.opt.weight_decay), static_cast<acc_t>(a.opt.momentum),
+          static_cast<acc_t>(a.opt.dampening), a.opt.nesterov, a.opt.maximize};
+}
+
+// Runs steps over consecutive slices of `rows` (or of 0..n-1 when rows is
+// undefined) and returns their losses.
+at::Tensor run_steps(const at::Tensor& X, const at::Tensor& y, const at::Tensor& rows, int64_t batch_size,
+                     const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                     const std::optional<at::Tensor>& weight_momentum,
+                     const std::optional<at::Tensor>& bias_momentum, const StepArgs& args) {
+  const at::Tensor Xc = X.contiguous();
+  const at::Tensor yc = y.contiguous();
+  const int64_t total_rows = rows.defined() ? rows.numel() : X.size(0);
+  const int64_t steps = cpu::ceil_div(total_rows, batch_size);
+  at::Tensor losses = at::empty({steps}, X.options());
+  const bool momentum = args.opt.momentum != 0.0;
+  InPlace w(weight), b(bias), wm(momentum ? weight_momentum : std::nullopt),
+      bm(momentum ? bias_momentum : std::nullopt);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, X.scalar_type(), "fused_linreg.linreg_step_", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Model<scalar_t> model{w.data<scalar_t>(), b.data<scalar_t>(), wm.data<scalar_t>(), bm.data<scalar_t>(),
+                                SumLayout{X.size(1), weight.size(0)}};
+    Scratch<scalar_t, acc_t> scratch;
+    std::vector<acc_t> totals(static_cast<size_t>(model.layout.size()));
+    const SgdScalars<acc_t> s = sgd_scalars<scalar_t>(args);
+    const int64_t* row_ids = rows.defined() ? rows.const_data_ptr<int64_t>() : nullptr;
+    scalar_t* loss_out = losses.mutable_data_ptr<scalar_t>();
+    for (int64_t step = 0; step < steps; ++step) {
+      const int64_t begin = step * batch_size;
+      const int64_t n = std::min(batch_size, total_rows - begin);
+      const scalar_t* X_data = Xc.const_data_ptr<scalar_t>();
+      const scalar_t* y_data = yc.const_data_ptr<scalar_t>();
+      const Batch<scalar_t> batch = row_ids ? Batch<scalar_t>{X_data, y_data, row_ids + begin, n}
+                                            : Batch<scalar_t>{X_data + begin * model.layout.d,
+                                                              y_data + begin * model.layout.k, nullptr, n};
+      const acc_t loss = step_on_batch(batch, model, scratch, totals, args.is_first_step && step == 0, s);
+      loss_out[step] = static_cast<scalar_t>(loss);
+    }
+  });
+  w.finish();
+  b.finish();
+  wm.finish();
+  bm.finish();
+  return losses;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linreg_grad_cpu(const at::Tensor& X, const at::Tensor& y,
+                                                               const at::Tensor& weight,
+                                                               const std::optional<at::Tensor>& bias) {
+  check_linreg_args(X, y, weight, bias, "linreg_grad");
+  TORCH_CHECK(X.size(0) >= 1, "fused_linreg.linreg_grad: X has no rows (the loss of an empty batch is undefined)");
+  const int64_t d = X.size(1), k = weight.size(0);
+  const at::Tensor Xc = X.contiguous(), yc = y.contiguous(), wc = weight.contiguous();
+  const std::optional<at::Tensor> bc =
+      bias.has_value() && bias->defined() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  at::Tensor loss = at::empty({}, X.options());
+  at::Tensor grad_weight = at::empty({k, d}, X.options());
+  at::Tensor grad_bias = at::empty({k}, X.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, X.scalar_type(), "fused_linreg.linreg_grad", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const SumLayout layout{d, k};
+    Scratch<scalar_t, acc_t> scratch;
+    std::vector<acc_t> totals(static_cast<size_t>(layout.size()));
+    const Batch<scalar_t> batch{Xc.const_data_ptr<scalar_t>(), yc.const_data_ptr<scalar_t>(), nullptr, X.size(0)};
+    const acc_t* W = values_as<acc_t>(wc.const_data_ptr<scalar_t>(), k * d, scratch.weight);
+    const acc_t* b = values_as<acc_t>(bc ? bc->const_data_ptr<scalar_t>() : nullptr, k, scratch.bias);
+    batch_sums(batch, layout, W, b, scratch, totals.data());
+    const acc_t inv_n = acc_t(1) / static_cast<acc_t>(batch.n);
+    scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
+    scalar_t* gb = grad_bias.mutable_data_ptr<scalar_t>();
+    for (int64_t j = 0; j < k; ++j) {
+      for (int64_t e = 0; e < d; ++e) gw[j * d + e] = static_cast<scalar_t>(totals[j * (d + 1) + e] * inv_n);
+      gb[j] = static_cast<scalar_t>(totals[j * (d + 1) + d] * inv_n);
+    }
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(totals[layout.loss_index()] * inv_n);
+  });
+  return {loss, grad_weight, grad_bias};
+}
+
+at::Tensor linreg_step_cpu(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& weight_momentum,
+                           const std::optional<at::Tensor>& bias_momentum, bool is_first_step, double lr,
+                           double weight_decay, double momentum, double dampening, bool nesterov, bool maximize) {
+  const StepArgs args{lr, {weight_decay, momentum, dampening, nesterov, maximize}, is_first_step};
+  check_linreg_args(X, y, weight, bias, "linreg_step_");
+  check_linreg_update_args(weight, bias, weight_momentum, bias_momentum, lr, args.opt, "linreg_step_");
+  TORCH_CHECK(X.size(0) >= 1, "fused_linreg.linreg_step_: X has no rows (the loss of an empty batch is undefined)");
+  return run_steps(X, y, at::Tensor(), X.size(0), weight, bias, weight_momentum, bias_momentum, args).squeeze(0);
+}
+
+at::Tensor linreg_epoch_cpu(const at::Tensor& X, const at::Tensor& y, const at::Tensor& indices, int64_t batch_size,
+                            const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            const std::optional<at::Tensor>& weight_momentum,
+                            const std::optional<at::Tensor>& bias_momentum, bool is_first_step, double lr,
+                            double weight_decay, double momentum, double dampening, bool nesterov, bool maximize) {
+  const StepArgs args{lr, {weight_decay, momentum, dampening, nesterov, maximize}, is_first_step};
+  check_linreg_args(X, y, weight, bias, "linreg_epoch_");
+  check_linreg_update_args(weight, bias, weight_momentum, bias_momentum, lr, args.opt, "linreg_epoch_");
+  check_epoch_indices(indices, X, batch_size);
+  const at::Tensor rows = indices.contiguous();
+  const int64_t* ids = rows.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < rows.numel(); ++i) {
+    TORCH_CHECK(ids[i] >= 0 && ids[i] < X.size(0), "fused_linreg.linreg_epoch_: indices[", i, "] = ", ids[i],
+                " is out of range for X with ", X.size(0), " rows");
+  }
+  return run_steps(X, y, rows, batch_size, weight, bias, weight_momentum, bias_momentum, args);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) {
+  m.impl("linreg_grad", &linreg_grad_cpu);
+  m.impl("linreg_step_", &linreg_step_cpu);
+  m.impl("linreg_epoch_", &linreg_epoch_cpu);
+}
+
+}  // namespace fused_linreg

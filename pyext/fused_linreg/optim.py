@@ -1,0 +1,148 @@
+"""``SGD``: a drop-in ``torch.optim.SGD`` whose step is one fused multi-tensor kernel per device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, cast, overload
+
+import torch
+from torch import Tensor
+
+from .functional import sgd_
+
+__all__ = ["SGD"]
+
+# Hyperparameters that must be finite (torch.optim.SGD accepts nan and inf).
+_FINITE_HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay")
+
+
+@overload
+def _to_device(t: Tensor, device: torch.device) -> Tensor: ...
+@overload
+def _to_device(t: None, device: torch.device) -> None: ...
+def _to_device(t: Tensor | None, device: torch.device) -> Tensor | None:
+    # Host-to-device copies may be asynchronous; a copy to the host must not be,
+    # since sgd_ may read found_inf there right after the kernel.
+    return None if t is None else t.to(device, non_blocking=device.type != "cpu")
+
+
+def _group_by_device(params: list[Tensor]) -> dict[torch.device, list[Tensor]]:
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for p in params:
+        by_device.setdefault(p.device, []).append(p)
+    return by_device
+
+
+class SGD(torch.optim.SGD):
+    """``torch.optim.SGD`` with the update of each parameter group done by ``fused_linreg.sgd_``.
+
+    Same arguments, defaults, validation, ``param_groups`` and ``state_dict`` format
+    (``state[p]["momentum_buffer"]``, so state dicts load both ways) and the same math
+    as ``torch.optim.SGD(foreach=False)``. Differences:
+
+    * ``lr``, ``momentum``, ``dampening`` and ``weight_decay`` must be finite (ValueError);
+    * ``foreach`` and ``fused`` are accepted (and kept in ``param_groups``) but have no
+      effect: every step is one kernel launch per parameter group and device;
+    * ``differentiable=True`` and sparse gradients are not supported;
+    * it works with ``torch.amp.GradScaler`` without a host sync: the scaler's
+      ``grad_scale`` / ``found_inf`` are handed to the kernel, which unscales the
+      gradients and skips the whole step (momentum state included) on inf/NaN.
+    """
+
+    # Tells torch.amp.GradScaler to set self.grad_scale / self.found_inf and call
+    # step() directly instead of unscaling and checking for infs itself.
+    _step_supports_amp_scaling = True
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float | Tensor = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        if differentiable:
+            raise RuntimeError("fused_linreg.optim.SGD is fused and does not support differentiable=True")
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
+        )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """As ``torch.optim.Optimizer.add_param_group``, and rejects non-finite hyperparameters.
+
+        The constructor adds its groups through this method, so the check covers both."""
+        for name in _FINITE_HYPERPARAMETERS:
+            value = param_group.get(name, self.defaults[name])
+            if not math.isfinite(float(value)):
+                raise ValueError(f"Invalid {name}: {value} (fused_linreg.optim.SGD requires finite values)")
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Performs one optimization step; returns ``closure()``'s loss if a closure is given.
+
+        Parameters whose ``grad`` is None are skipped and their state left untouched.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        groups = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
+        # Raise before any group is updated.
+        if any(p.grad.is_sparse for params in groups for p in params):
+            raise RuntimeError("fused_linreg.optim.SGD does not support sparse gradients")
+
+        # Set by torch.amp.GradScaler.step (see _step_supports_amp_scaling).
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+        found_inf: Tensor | None = getattr(self, "found_inf", None)
+        for group, params in zip(self.param_groups, groups):
+            for device, device_params in _group_by_device(params).items():
+                self._update(group, device, device_params, grad_scale, found_inf)
+        return loss
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        device: torch.device,
+        params: list[Tensor],
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        """One sgd_ call for the params of one group on one device."""
+        momentum = group["momentum"]
+        buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
+        lr = group["lr"]
+        sgd_(
+            params,
+            [cast(Tensor, p.grad) for p in params],
+            buffers,
+            lr=_to_device(lr, device) if isinstance(lr, Tensor) else lr,
+            weight_decay=group["weight_decay"],
+            momentum=momentum,
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
+            grad_scale=_to_device(grad_scale, device),
+            found_inf=_to_device(found_inf, device),
+        )
+        # sgd_ filled in the buffers of first steps (unless the step was skipped).
+        for p, buf in zip(params, buffers):
+            if buf is not None:
+                self.state[p]["momentum_buffer"] = buf

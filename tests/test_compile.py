@@ -1,0 +1,93 @@
+"""torch.compile(fullgraph=True) of a training step built from our ops — linear, a loss,
+backward and sgd_ — matches eager. On CUDA also with CUDA graphs (mode="reduce-overhead")."""
+
+import pytest
+import torch
+import torch._dynamo
+
+import fused_linreg
+
+from conftest import assert_close_to_reference, randn
+
+HYPER = dict(lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True)
+STEPS = 4
+MODES = [
+    pytest.param("cpu", "default", id="cpu"),
+    pytest.param("cuda", "default", id="cuda", marks=pytest.mark.cuda),
+    pytest.param("cuda", "reduce-overhead", id="cuda-graphs", marks=pytest.mark.cuda),
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def loss_of(X, y, weight, bias):
+    return fused_linreg.squared_loss(fused_linreg.linear(X, weight, bias), y, reduction="mean")
+
+
+def update(params, grads, buffers):
+    fused_linreg.sgd_(params, grads, buffers, **HYPER)
+
+
+def whole_step(X, y, params, buffers):
+    loss = loss_of(X, y, *params)
+    grads = torch.autograd.grad(loss, params)
+    update(params, list(grads), buffers)
+    return loss.detach()
+
+
+def split_step(compile_fn):
+    """Forward+loss and the update compiled separately, backward run by autograd (through
+    the compiled backward graph): works on every torch version."""
+    compiled_loss, compiled_update = compile_fn(loss_of), compile_fn(update)
+
+    def step(X, y, params, buffers):
+        loss = compiled_loss(X, y, *params)
+        grads = torch.autograd.grad(loss, params)
+        compiled_update(params, list(grads), buffers)
+        return loss.detach()
+
+    return step
+
+
+def train(step, device, generator):
+    """STEPS training steps of a 3-output linear regression from fixed data and init."""
+    X = randn((256, 16), generator=generator, device=device)
+    y = randn((256, 3), generator=generator, device=device)
+    params = [randn((3, 16), generator=generator, device=device, requires_grad=True),
+              randn((3,), generator=generator, device=device, requires_grad=True)]
+    buffers = [None, None]
+    losses = [step(X, y, params, buffers).clone() for _ in range(STEPS)]
+    return losses, params, buffers
+
+
+def assert_same_training(compiled, eager):
+    for got, expected in zip(*(torch.stack(run[0]) for run in (compiled, eager))):
+        assert_close_to_reference(got, expected.double())
+    for got, expected in zip(compiled[1] + compiled[2], eager[1] + eager[2]):
+        assert_close_to_reference(got, expected.double())
+
+
+@pytest.mark.parametrize(("device", "mode"), MODES)
+def test_compiled_training_step_matches_eager(device, mode):
+    def compile_fn(fn):
+        return torch.compile(fn, fullgraph=True, mode=mode)
+
+    compiled = train(split_step(compile_fn), device, torch.Generator().manual_seed(0))
+    eager = train(whole_step, device, torch.Generator().manual_seed(0))
+    assert_same_training(compiled, eager)
+
+
+@pytest.mark.skipif(not hasattr(torch._dynamo.config, "trace_autograd_ops"),
+                    reason="this torch cannot trace torch.autograd.grad inside a compiled graph")
+@pytest.mark.parametrize(("device", "mode"), MODES)
+def test_whole_training_step_compiles_as_one_graph(device, mode):
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        compiled_step = torch.compile(whole_step, fullgraph=True, mode=mode)
+        compiled = train(compiled_step, device, torch.Generator().manual_seed(0))
+    eager = train(whole_step, device, torch.Generator().manual_seed(0))
+    assert_same_training(compiled, eager)
