@@ -128,6 +128,62 @@ def bench_sgd(read_gbs: float) -> None:
             compare("sgd momentum", shape, torch.float32, name, theirs.step, ours.step, floor, read_gbs)
 
 
+def hand_derived_step(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lr: float) -> torch.Tensor:
+    """The book's step with the gradients written out: two passes over X."""
+    r = X @ w.t() + b - y
+    n = X.shape[0]
+    w.sub_(lr * (r.t() @ X) / n)
+    b.sub_(lr * r.sum(0) / n)
+    return (r * r).sum() / (2 * n)
+
+
+def bench_fused_step(read_gbs: float) -> None:
+    for dtype in (torch.float32, torch.bfloat16):
+        rows, features, outputs = 1 << 22, 64, 1
+        X = torch.randn(rows, features, device="cuda", dtype=dtype)
+        y = torch.randn(rows, outputs, device="cuda", dtype=dtype)
+        w = torch.zeros(outputs, features, device="cuda", dtype=dtype)
+        b = torch.zeros(outputs, device="cuda", dtype=dtype)
+        shape = f"{rows}x{features}->{outputs}"
+        floor = X.numel() * X.element_size()
+
+        def book_eager():
+            wg, bg = w.clone().requires_grad_(), b.clone().requires_grad_()
+            loss = ((X @ wg.t() + bg - y) ** 2 / 2).sum() / rows
+            loss.backward()
+            with torch.no_grad():
+                wg -= 1e-3 * wg.grad
+                bg -= 1e-3 * bg.grad
+
+        ours = lambda: fused_linreg.linreg_step_(X, y, w, b, lr=1e-3)
+        compare("linreg_step_ (one step)", shape, dtype, "book eager + autograd", book_eager, ours, floor, read_gbs, 3)
+        compiled = torch.compile(hand_derived_step)
+        compare("linreg_step_ (one step)", shape, dtype, "torch.compile hand-derived", lambda: compiled(X, y, w, b, 1e-3),
+                ours, floor, read_gbs, 3)
+        compare("linreg_grad", shape, dtype, "hand-derived eager", lambda: hand_derived_step(X, y, w.clone(), b.clone(), 0.0),
+                lambda: fused_linreg.linreg_grad(X, y, w, b), floor, read_gbs, 3)
+
+    features, labels = fused_linreg.d2l.synthetic_data(torch.tensor([2.0, -3.4]), 4.2, 1000)
+    features, labels = features.cuda(), labels.cuda()
+    w, b = torch.zeros(1, 2, device="cuda"), torch.zeros(1, device="cuda")
+    order = torch.randperm(1000, device="cuda")
+
+    def book_epoch():
+        wg, bg = torch.zeros(2, 1, device="cuda", requires_grad=True), torch.zeros(1, device="cuda", requires_grad=True)
+        for start in range(0, 1000, 10):
+            idx = order[start:start + 10]
+            loss = ((features[idx] @ wg + bg - labels[idx]) ** 2 / 2).sum()
+            loss.backward()
+            with torch.no_grad():
+                for param in (wg, bg):
+                    param -= 0.03 * param.grad / 10
+                    param.grad.zero_()
+
+    compare("linreg_epoch_ (book epoch)", "1000x2, batch 10", torch.float32, "book eager loop", book_epoch,
+            lambda: fused_linreg.linreg_epoch_(features, labels, w, b, lr=0.03, batch_size=10, indices=order),
+            features.numel() * 4, read_gbs, 1)
+
+
 def write(out: Path, bandwidth: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     machine = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -154,6 +210,7 @@ def main() -> None:
         bench_linear(dtype, bandwidth["read"])
         bench_losses(dtype, bandwidth["read"])
     bench_sgd(bandwidth["read"])
+    bench_fused_step(bandwidth["read"])
     write(args.out, bandwidth)
 
 

@@ -182,6 +182,23 @@ def mse_loss_backward_grad_shape(device, g):
     return lambda: ops.mse_loss_backward(grad, input, target, "none"), [grad, input, target]
 
 
+# --- in-place ops on leaves that require grad, while autograd records ------------------------
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params is a leaf tensor that requires grad")
+def sgd_op_on_grad_leaf(device, g):
+    params, grads, _ = sgd_lists(device, g)
+    for p in params:
+        p.requires_grad_()
+    return lambda: ops.sgd_(params, grads, [], [], lr=0.1), [params, grads]
+
+
+@case(RuntimeError, r"fused_linreg\.linreg_step_: weight is a leaf tensor that requires grad")
+def linreg_step_op_on_grad_leaf(device, g):
+    X, y = randn((8, 3), generator=g, device=device), randn((8,), generator=g, device=device)
+    w, b = randn((1, 3), generator=g, device=device).requires_grad_(), randn((1,), generator=g, device=device)
+    return lambda: ops.linreg_step_(X, y, w, b, None, None, False, lr=0.1), [X, y, w, b]
+
+
 # --- sgd_: the bad entry is the last one, so a kernel that wrote the others first fails ---
 
 @case(RuntimeError, r"fused_linreg\.sgd_: grads\[2\] .* must match params\[2\]")

@@ -185,7 +185,8 @@ def test_sgd_of_no_parameters_is_a_no_op():
 def test_opcheck_sgd(overload, momentum, requires_grad, device, generator):
     shapes = [(4, 3), (3,), (300,)]
     params = make_params(device, torch.float32, generator, shapes)
-    grads = [g.requires_grad_(requires_grad) for g in make_params(device, torch.float32, generator, shapes)]
+    # Non-leaf grads: writing into a leaf that requires grad raises (see test_bad_input).
+    grads = [g.requires_grad_(requires_grad) * 1.0 for g in make_params(device, torch.float32, generator, shapes)]
     buffers = make_params(device, torch.float32, generator, shapes) if momentum else []
     is_first_step = [True, False, False] if momentum else []
     lr = torch.tensor(LR, device=device) if overload == "tensor_lr" else LR

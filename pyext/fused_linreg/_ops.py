@@ -8,9 +8,9 @@ torch.compile and autograd need on top of them:
 * ``register_autograd`` for ``linear``, ``squared_loss`` and ``mse_loss``, whose
   backward formulas call the ``*_backward*`` operators (so compiled graphs see
   them as single nodes);
-* an autograd formula for each backward operator that raises: double backward is
-  not supported, and without a formula autograd would only warn and return wrong
-  (missing) gradients.
+* an autograd formula for each backward operator, and for ``linreg_grad``, that
+  raises: they are not differentiable (double backward is not supported), and
+  without a formula autograd would only warn and return wrong (missing) gradients.
 
 (The version counters of the tensors the in-place ops write are bumped by a C++
 ADInplaceOrView kernel, csrc/inplace_versions.cpp.)

@@ -1,0 +1,225 @@
+"""The whole training step of linear regression, fused: ``linreg_step_``, ``linreg_grad``, ``linreg_epoch_``.
+
+The model is ``X @ weight.T + bias`` and the loss the book's (*Dive into Deep
+Learning* ch. 3) mean squared loss over the minibatch,
+``loss = (1/n) * sum_i 0.5 * ||x_i @ weight.T + bias - y_i||^2`` (the book's
+``squared_loss(...).sum() / batch_size``). Each call reads every row of ``X`` once:
+forward, loss and both gradients come out of one pass, and the update functions
+then apply ``torch.optim.SGD``'s update to ``[weight, bias]`` (one parameter group:
+``weight_decay`` applies to both). Reductions run in a fixed order, so results are
+bitwise identical run to run and for any thread count.
+
+Shapes: ``X`` is ``(n, d)``, ``y`` is ``(n, k)`` or, when ``k == 1``, ``(n,)``;
+``weight`` is ``(k, d)`` and ``bias`` ``(k,)`` or None. All share one dtype
+(float64, float32, or float16/bfloat16 computed in float32) and one device.
+Few outputs (``k <= 16``, the regression-head case) is the case the kernels are
+tuned for; larger ``k`` is correct but not faster than composed ops.
+
+Momentum buffers persist in a ``state`` dict that the caller keeps between calls,
+under the keys ``"weight_momentum_buffer"`` and ``"bias_momentum_buffer"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import MutableMapping
+
+import torch
+from torch import Tensor
+
+__all__ = ["linreg_step_", "linreg_grad", "linreg_epoch_"]
+
+_ops = torch.ops.fused_linreg
+
+WEIGHT_BUFFER = "weight_momentum_buffer"
+BIAS_BUFFER = "bias_momentum_buffer"
+
+
+def _momentum_buffers(
+    weight: Tensor, bias: Tensor | None, momentum: float, state: MutableMapping[str, Tensor] | None
+) -> tuple[Tensor | None, Tensor | None, bool]:
+    """The op's ``(weight_momentum, bias_momentum, is_first_step)`` arguments.
+
+    Buffers are looked up in ``state``, or allocated uninitialised on the first step
+    (the kernel then sets ``buf = grad`` without reading them). A momentum that is 0
+    needs none, and an invalid one (negative, non-finite) is left to the op to reject.
+    """
+    if not (momentum > 0.0 and math.isfinite(momentum)):
+        return None, None, False
+    if state is None:
+        raise ValueError(
+            "fused_linreg: momentum != 0 needs a state dict (state={}) that keeps the momentum "
+            "buffers between steps; pass the same dict to every call"
+        )
+    if WEIGHT_BUFFER not in state:
+        return torch.empty_like(weight), (None if bias is None else torch.empty_like(bias)), True
+    return state[WEIGHT_BUFFER], state.get(BIAS_BUFFER), False
+
+
+def _store_new_buffers(
+    state: MutableMapping[str, Tensor] | None,
+    weight_buffer: Tensor | None,
+    bias_buffer: Tensor | None,
+    is_first_step: bool,
+) -> None:
+    """After a successful first step, keeps the buffers it initialised in ``state``."""
+    if not is_first_step or state is None or weight_buffer is None:
+        return
+    state[WEIGHT_BUFFER] = weight_buffer
+    if bias_buffer is not None:
+        state[BIAS_BUFFER] = bias_buffer
+
+
+def linreg_grad(X: Tensor, y: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The minibatch loss and its gradients in one pass over ``X``, without an update.
+
+    For data-parallel training: all-reduce the gradients across processes (weighted
+    by each shard's row count, as they are means), then apply them with
+    ``fused_linreg.sgd_``.
+
+    Args:
+        X: ``(n, d)`` features, ``n >= 1``.
+        y: ``(n, k)`` targets, or ``(n,)`` when ``k == 1``.
+        weight: ``(k, d)``.
+        bias: ``(k,)``, or None for a model without bias.
+
+    Returns:
+        ``(loss, grad_weight, grad_bias)``: the 0-dim loss
+        ``(1/n) * sum_i 0.5 * ||x_i @ weight.T + bias - y_i||^2``, its gradient
+        ``(k, d)`` with respect to ``weight`` and ``(k,)`` with respect to ``bias``
+        (None when ``bias`` is None). They are plain tensors, outside any autograd graph.
+    """
+    with torch.no_grad():
+        loss, grad_weight, grad_bias = _ops.linreg_grad.default(X, y, weight, bias)
+    return loss, grad_weight, (None if bias is None else grad_bias)
+
+
+def linreg_step_(
+    X: Tensor,
+    y: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+    state: MutableMapping[str, Tensor] | None = None,
+) -> Tensor:
+    """One SGD step of linear regression on a minibatch, in place, in one pass over ``X``.
+
+    Equivalent to the book's loss, ``loss.backward()`` and
+    ``torch.optim.SGD([weight, bias], lr=lr, momentum=..., ...).step()``, but fused.
+    ``weight`` and ``bias`` are updated in place under ``torch.no_grad()`` (so leaf
+    parameters that require grad can be passed, as to an optimizer).
+
+    Args:
+        X: ``(n, d)`` features, ``n >= 1``.
+        y: ``(n, k)`` targets, or ``(n,)`` when ``k == 1``.
+        weight: ``(k, d)``, updated in place.
+        bias: ``(k,)`` updated in place, or None.
+        lr: learning rate (finite, ``>= 0``).
+        momentum, dampening, nesterov, weight_decay, maximize: as in ``torch.optim.SGD``.
+        state: a dict kept by the caller between steps; required when ``momentum != 0``
+            (ValueError otherwise). The first step stores the new momentum buffers in it
+            (``"weight_momentum_buffer"``, ``"bias_momentum_buffer"``), later steps update
+            them in place. Nothing is stored when ``momentum`` is 0 or the step raises.
+
+    Returns:
+        The 0-dim minibatch loss before the update.
+    """
+    momentum = float(momentum)
+    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, momentum, state)
+    with torch.no_grad():
+        loss = _ops.linreg_step_.default(
+            X,
+            y,
+            weight,
+            bias,
+            weight_buffer,
+            bias_buffer,
+            is_first_step,
+            lr=float(lr),
+            weight_decay=float(weight_decay),
+            momentum=momentum,
+            dampening=float(dampening),
+            nesterov=nesterov,
+            maximize=maximize,
+        )
+    _store_new_buffers(state, weight_buffer, bias_buffer, is_first_step)
+    return loss
+
+
+def _permutation(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """A random permutation of ``0..n-1`` on ``device``, drawn on the generator's device."""
+    drawn_on = generator.device if generator is not None else device
+    return torch.randperm(n, generator=generator, device=drawn_on).to(device)
+
+
+def linreg_epoch_(
+    X: Tensor,
+    y: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    *,
+    lr: float,
+    batch_size: int,
+    indices: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+    state: MutableMapping[str, Tensor] | None = None,
+) -> Tensor:
+    """A whole epoch of minibatch SGD in one call: ``linreg_step_`` on each minibatch in turn.
+
+    Minibatch ``j`` is the rows ``indices[j * batch_size : (j + 1) * batch_size]`` of
+    ``X`` and ``y`` (the last one may be short). The result is bitwise identical to
+    calling :func:`linreg_step_` on each minibatch with the same ``state``.
+
+    Args:
+        X: ``(n, d)`` features.
+        y: ``(n, k)`` targets, or ``(n,)`` when ``k == 1``.
+        weight: ``(k, d)``, updated in place.
+        bias: ``(k,)`` updated in place, or None.
+        lr: learning rate (finite, ``>= 0``).
+        batch_size: rows per minibatch, ``>= 1``.
+        indices: ``(m,)`` int64 row numbers on ``X``'s device, each in ``[0, n)``; rows
+            may repeat or be left out. Default: a random permutation of ``0..n-1`` drawn
+            from ``generator`` (on the generator's device, then moved to ``X``'s).
+        generator: random generator for the default ``indices``.
+        momentum, dampening, nesterov, weight_decay, maximize, state: as in
+            :func:`linreg_step_`; the epoch's first step is the state's first step
+            when ``state`` has no buffers yet.
+
+    Returns:
+        The per-minibatch losses (each before its update), shape ``(ceil(m / batch_size),)``.
+    """
+    if indices is None:
+        indices = _permutation(X.shape[0], generator, X.device)
+    momentum = float(momentum)
+    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, momentum, state)
+    with torch.no_grad():
+        losses = _ops.linreg_epoch_.default(
+            X,
+            y,
+            indices,
+            batch_size,
+            weight,
+            bias,
+            weight_buffer,
+            bias_buffer,
+            is_first_step,
+            lr=float(lr),
+            weight_decay=float(weight_decay),
+            momentum=momentum,
+            dampening=float(dampening),
+            nesterov=nesterov,
+            maximize=maximize,
+        )
+    _store_new_buffers(state, weight_buffer, bias_buffer, is_first_step)
+    return losses
