@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/List.h>
 #include <c10/util/ArrayRef.h>
 
@@ -179,6 +180,8 @@ inline void check_sgd_args(at::TensorList params, at::TensorList grads, at::Tens
                 "] must be a dense floating-point tensor, got ", p.scalar_type(), " with layout ", p.layout());
     TORCH_CHECK(p.device() == device, "fused_linreg.sgd_: params[", i, "] is on ", p.device(),
                 " but params[0] is on ", device);
+    TORCH_CHECK(at::has_internal_overlap(p) != at::MemOverlap::Yes, "fused_linreg.sgd_: params[", i,
+                "] has elements that share memory (e.g. an expanded tensor) and cannot be updated in place");
     TORCH_CHECK(g.defined(), "fused_linreg.sgd_: grads[", i, "] is undefined (a parameter without a gradient)");
     TORCH_CHECK(g.layout() == at::kStrided, "fused_linreg.sgd_: grads[", i,
                 "] must be dense, got layout ", g.layout(), " (sparse gradients are not supported)");

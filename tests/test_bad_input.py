@@ -222,6 +222,13 @@ def sgd_sparse_grad(device, g):
     return sgd_call(params, grads, buffers)
 
 
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[2\] has elements that share memory")
+def sgd_expanded_param(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    params[2] = randn((2, 1), generator=g, device=device).expand(2, 2)
+    return sgd_call(params, grads, buffers)
+
+
 @case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[0\] .* must match params\[0\]")
 def sgd_buffer_shape_mismatch(device, g):
     params, grads, buffers = sgd_lists(device, g)
