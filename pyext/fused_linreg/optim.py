@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, cast, overload
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -27,11 +27,14 @@ def _to_device(t: Tensor | None, device: torch.device) -> Tensor | None:
     return None if t is None else t.to(device, non_blocking=device.type != "cpu")
 
 
-def _group_by_device(params: list[Tensor]) -> dict[torch.device, list[Tensor]]:
-    by_device: dict[torch.device, list[Tensor]] = {}
-    for p in params:
-        by_device.setdefault(p.device, []).append(p)
-    return by_device
+def _group_by_device(pairs: list[tuple[Tensor, Tensor]]) -> dict[torch.device, list[tuple[Tensor, Tensor]]]:
+    # Keyed by (device type, index) first: Tensor.device builds a new object per call,
+    # which costs more than the update of a small tensor.
+    by_key: dict[tuple[bool, int], list[tuple[Tensor, Tensor]]] = {}
+    for pair in pairs:
+        p = pair[0]
+        by_key.setdefault((p.is_cpu, p.get_device()), []).append(pair)
+    return {group[0][0].device: group for group in by_key.values()}
 
 
 class SGD(torch.optim.SGD):
@@ -104,34 +107,41 @@ class SGD(torch.optim.SGD):
             with torch.enable_grad():
                 loss = closure()
 
-        groups = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
+        # (params, grads) with a gradient, per group; each p.grad is read once (attribute
+        # access dominates the step's Python cost on many small tensors).
+        groups = []
+        for group in self.param_groups:
+            pairs = [(p, p.grad) for p in group["params"]]
+            groups.append([(p, g) for p, g in pairs if g is not None])
         # Raise before any group is updated.
-        if any(p.grad.is_sparse for params in groups for p in params):
+        if any(g.is_sparse for pairs in groups for _, g in pairs):
             raise RuntimeError("fused_linreg.optim.SGD does not support sparse gradients")
 
         # Set by torch.amp.GradScaler.step (see _step_supports_amp_scaling).
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
-        for group, params in zip(self.param_groups, groups):
-            for device, device_params in _group_by_device(params).items():
-                self._update(group, device, device_params, grad_scale, found_inf)
+        for group, pairs in zip(self.param_groups, groups):
+            for device, device_pairs in _group_by_device(pairs).items():
+                self._update(group, device, device_pairs, grad_scale, found_inf)
         return loss
 
     def _update(
         self,
         group: dict[str, Any],
         device: torch.device,
-        params: list[Tensor],
+        pairs: list[tuple[Tensor, Tensor]],
         grad_scale: Tensor | None,
         found_inf: Tensor | None,
     ) -> None:
-        """One sgd_ call for the params of one group on one device."""
+        """One sgd_ call for the (param, grad) pairs of one group on one device."""
         momentum = group["momentum"]
+        params = [p for p, _ in pairs]
         buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
+        first_steps = [i for i, buf in enumerate(buffers) if buf is None]
         lr = group["lr"]
         sgd_(
             params,
-            [cast(Tensor, p.grad) for p in params],
+            [g for _, g in pairs],
             buffers,
             lr=_to_device(lr, device) if isinstance(lr, Tensor) else lr,
             weight_decay=group["weight_decay"],
@@ -143,6 +153,6 @@ class SGD(torch.optim.SGD):
             found_inf=_to_device(found_inf, device),
         )
         # sgd_ filled in the buffers of first steps (unless the step was skipped).
-        for p, buf in zip(params, buffers):
-            if buf is not None:
-                self.state[p]["momentum_buffer"] = buf
+        for i in first_steps:
+            if buffers[i] is not None:
+                self.state[params[i]]["momentum_buffer"] = buffers[i]
