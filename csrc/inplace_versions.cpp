@@ -4,6 +4,7 @@
 // through a graph that saved one of them raises instead of silently using the
 // updated values. One boxed kernel serves every mutating op; it also refuses
 // to write into a leaf that requires grad while autograd is recording.
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/variable.h>
