@@ -1,0 +1,309 @@
+"""The output of ``python -m fused_linreg.bench``: the rows, their floors, and the files.
+
+A row compares one baseline with one of ours on one shape. Its floor is the time a
+perfect implementation would take on this machine: the bytes that must move at the
+measured bandwidth or the flops at the measured matmul rate, whichever is longer.
+Bytes: for an in-place update (SGD) all of them at the rate of ``x.add_(y)``; otherwise
+the reads beyond the writes at the read rate (``x.amax()``) and each written byte with
+a read byte at the copy rate (``dst.copy_(src)``). The floor is a measured reference,
+not a bound: an op that streams better than those kernels shows more than 100%.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._bench_suites import SUITES, Traffic
+
+__all__ = ["Rates", "Report", "Row", "Warmup", "floor_seconds", "markdown", "write_report"]
+
+# A row counts as a loss for us below this speed-up (timing noise is a few percent).
+SLOWER = 0.95
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The machine's measured rates: read, copy and in-place bandwidth (GB/s of bytes read + written),
+    matmul GFLOP/s."""
+
+    read_gbs: float
+    copy_gbs: float
+    inplace_gbs: float
+    gflops: float
+
+
+def floor_seconds(traffic: Traffic, rates: Rates) -> float:
+    """The least time ``traffic`` can take at ``rates`` (see the module docstring)."""
+    if traffic.inplace:
+        memory = (traffic.read + traffic.write) / (rates.inplace_gbs * 1e9)
+    else:
+        unpaired_reads = max(traffic.read - traffic.write, 0)
+        memory = unpaired_reads / (rates.read_gbs * 1e9) + 2 * traffic.write / (rates.copy_gbs * 1e9)
+    return max(memory, traffic.flops / (rates.gflops * 1e9))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a baseline and (except in the bandwidth suite) one of ours."""
+
+    suite: str
+    op: str
+    shape: str
+    dtype: str
+    footprint_bytes: int
+    baseline: str
+    baseline_ms: float
+    baseline_iqr_ms: float
+    baseline_runs: int
+    ours: str | None
+    ours_ms: float | None
+    ours_iqr_ms: float | None
+    ours_runs: int | None
+    speedup: float | None
+    floor_ms: float | None
+    baseline_pct_of_floor: float | None
+    ours_pct_of_floor: float | None
+    note: str
+    reference: bool = False
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """The first call of a torch.compile implementation (compilation included), excluded from its timing."""
+
+    op: str
+    shape: str
+    impl: str
+    first_call_s: float
+    steady_ms: float
+
+
+@dataclass
+class Report:
+    """Everything a run produced."""
+
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    rates: Rates
+    rows: list[Row]
+    warmups: list[Warmup]
+    notes: list[str]
+    errors: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "settings": self.settings,
+            "rates": dataclasses.asdict(self.rates),
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+            "compile_warmups": [dataclasses.asdict(w) for w in self.warmups],
+            "notes": self.notes,
+            "errors": self.errors,
+        }
+
+
+def format_time(ms: float | None) -> str:
+    """``ms`` milliseconds with a unit that keeps three significant digits."""
+    if ms is None or math.isnan(ms):
+        return "—"
+    if ms >= 1000:
+        return f"{ms / 1000:.3g} s"
+    if ms >= 1:
+        return f"{ms:.3g} ms"
+    return f"{ms * 1000:.3g} µs"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}%"
+
+
+def _speedup(row: Row) -> str:
+    if row.speedup is None:
+        return "—"
+    if row.reference:
+        return f"{row.speedup:.0%} of it"
+    text = f"{row.speedup:.2f}×"
+    return f"**{text}**" if row.speedup < SLOWER else text
+
+
+def _header(report: Report) -> list[str]:
+    m, r = report.machine, report.rates
+    device = m.get("gpu") or f"{m['cpu']} ({m['cores']} cores, {m['threads']} threads used)"
+    return [
+        f"fused_linreg benchmarks — {device}; torch {m['torch']}, {report.settings['dtype']}, {m['date']}",
+        "",
+        (f"Measured rates: read {r.read_gbs:.1f} GB/s, copy {r.copy_gbs:.1f} GB/s and in-place update "
+         f"{r.inplace_gbs:.1f} GB/s (bytes read + written), matmul {r.gflops:.0f} GFLOP/s. Times are medians "
+         "(IQR in the CSV/JSON); the floor is the time the bytes that must move (or the flops) take at those "
+         "rates, and % of floor = floor / our time (above 100%: the op streams better than the reference "
+         f"kernel); speed-up = baseline / ours (bold: we are slower, below {SLOWER}×)."),
+        "",
+    ]
+
+
+def _table(rows: Sequence[Row]) -> list[str]:
+    lines = [
+        "| suite | op | shape | baseline | baseline time | ours | ours time | speed-up | % of floor | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.suite} | {r.op} | {r.shape} | {r.baseline} | {format_time(r.baseline_ms)} | {r.ours or '—'} | "
+            f"{format_time(r.ours_ms)} | {_speedup(r)} | {_pct(r.ours_pct_of_floor)} | {r.note} |"
+        )
+    return lines
+
+
+def _warmup_table(warmups: Sequence[Warmup]) -> list[str]:
+    if not warmups:
+        return []
+    caption = ("torch.compile warm-up (first call, compilation included, excluded from the times above; "
+               "torch.compile's on-disk cache shortens it on later runs):")
+    lines = ["", caption, "",
+             "| op | shape | implementation | first call | steady median |", "|---|---|---|---|---|"]
+    for w in warmups:
+        lines.append(f"| {w.op} | {w.shape} | {w.impl} | {w.first_call_s:.2f} s | {format_time(w.steady_ms)} |")
+    return lines
+
+
+def _losses(rows: Sequence[Row]) -> list[str]:
+    slower = [r for r in rows if r.speedup is not None and r.speedup < SLOWER and not r.reference]
+    if not slower:
+        return ["", "We are not slower than any baseline in this run."]
+    lines = ["", f"Rows where we are slower (speed-up below {SLOWER}×):", ""]
+    lines += [f"- {r.op} {r.shape}: {r.ours} {format_time(r.ours_ms)} vs {r.baseline} "
+              f"{format_time(r.baseline_ms)} ({r.speedup:.2f}×)" for r in slower]
+    return lines
+
+
+def markdown(report: Report) -> str:
+    """The report as Markdown: header with machine and rates, the table, compile warm-ups, notes."""
+    lines = _header(report) + _table(report.rows) + _warmup_table(report.warmups) + _losses(report.rows)
+    extra = report.notes + [f"error: {e}" for e in report.errors]
+    if extra:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in extra]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: Sequence[Row]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in dataclasses.fields(Row)])
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(dataclasses.asdict(r))
+    return buffer.getvalue()
+
+
+def write_report(report: Report, out: Path, stem: str = "bench") -> list[Path]:
+    """Writes ``<stem>.md``, ``.csv``, ``.json`` and (with matplotlib) the PNG plots into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(report, out, stem)  # first: a missing matplotlib adds a note to the text files
+    files = {out / f"{stem}.md": markdown(report), out / f"{stem}.csv": _csv(report.rows),
+             out / f"{stem}.json": json.dumps(report.to_json(), indent=1) + "\n"}
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+    return [*files, *plots]
+
+
+# ---------------------------------------------------------------------------
+# Plots (matplotlib is optional).
+# ---------------------------------------------------------------------------
+
+
+def _plots(report: Report, out: Path, stem: str) -> list[Path]:
+    try:
+        import matplotlib
+    except ImportError:
+        report.notes.append("matplotlib is not installed: no plots (pip install matplotlib)")
+        return []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, draw in (("speedup", _plot_speedups), ("time_vs_size", _plot_time_vs_size)):
+        figure = draw(report.rows, plt)
+        if figure is None:
+            continue
+        paths.append(out / f"{stem}_{name}.png")
+        figure.savefig(paths[-1], dpi=90, bbox_inches="tight")
+        plt.close(figure)
+    return paths
+
+
+_SPEEDUP_TICKS = (0.01, 0.03, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 100, 300, 1000, 3000)
+
+
+def _plot_speedups(rows: Sequence[Row], plt: Any) -> Any:
+    """One horizontal bar per row (log scale), a subplot per suite; red where we are slower, grey
+    against a reference (the floor timed beside ours). None when no row compares."""
+    compared = [r for r in rows if r.speedup is not None]
+    if not compared:
+        return None
+    suites = [s for s in SUITES if any(r.suite == s for r in compared)]
+    heights = [sum(r.suite == s for r in compared) for s in suites]
+    figure, axes = plt.subplots(len(suites), 1, figsize=(11, 0.28 * sum(heights) + 1.2 * len(suites)),
+                                gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, suite in zip(axes[:, 0], suites):
+        data = [r for r in compared if r.suite == suite]
+        labels = [f"{r.op} {r.shape}: {r.ours} vs {r.baseline}" for r in data]
+        values = [r.speedup for r in data if r.speedup is not None]
+        colors = ["tab:gray" if r.reference else "tab:green" if v >= SLOWER else "tab:red" for r, v in zip(data, values)]
+        ax.barh(range(len(data)), values, color=colors)
+        ax.set_yticks(range(len(data)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ticks = [t for t in _SPEEDUP_TICKS if min(values) / 2 <= t <= max(values) * 2]
+        ax.set_xticks(ticks, [f"{t:g}×" for t in ticks])
+        ax.xaxis.set_minor_formatter("")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_title(suite, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("speed-up (baseline time / our time), log scale")
+    figure.tight_layout()
+    return figure
+
+
+def _series(rows: Sequence[Row], shapes: Sequence[str]) -> dict[str, list[float]]:
+    """Median time (ms) of each implementation at each shape (NaN where it was not measured)."""
+    series: dict[str, list[float]] = {}
+    for r in rows:
+        column = shapes.index(r.shape)
+        for name, ms in ((r.baseline, r.baseline_ms), (r.ours, r.ours_ms)):
+            if name is not None and ms is not None:
+                series.setdefault(name, [math.nan] * len(shapes))[column] = ms
+    return series
+
+
+def _plot_time_vs_size(rows: Sequence[Row], plt: Any) -> Any:
+    """Time per shape, in the suite's order (growing sizes; the linear sweep goes from skinny to
+    square), for each op measured at several shapes, with the floor as a dashed line. None when
+    no op has several shapes."""
+    ops = [op for op in dict.fromkeys(r.op for r in rows) if len({r.shape for r in rows if r.op == op}) > 1]
+    if not ops:
+        return None
+    columns = min(3, len(ops))
+    nrows = math.ceil(len(ops) / columns)
+    figure, axes = plt.subplots(nrows, columns, figsize=(5.5 * columns, 4.4 * nrows), squeeze=False)
+    for ax, op in zip(axes.flat, ops):
+        data = [r for r in rows if r.op == op]
+        shapes = list(dict.fromkeys(r.shape for r in data))
+        for name, times in _series(data, shapes).items():
+            ax.plot(range(len(shapes)), times, marker="o", markersize=3, label=name)
+        floors = {r.shape: r.floor_ms for r in data if r.floor_ms is not None}
+        if floors:
+            ax.plot([shapes.index(s) for s in floors], list(floors.values()), linestyle="--", color="black",
+                    label="floor")
+        ax.set_xticks(range(len(shapes)), shapes, rotation=30, ha="right", fontsize=7)
+        ax.set(yscale="log", title=op, ylabel="median time (ms)")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(ops):]:
+        ax.set_visible(False)
+    figure.tight_layout()
+    return figure

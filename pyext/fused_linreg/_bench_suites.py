@@ -1,0 +1,675 @@
+"""The cases of ``python -m fused_linreg.bench``: what is timed, at which sizes, and what must move.
+
+Each :class:`Bench` is one shape of one operation. Its ``setup`` builds the inputs
+once and returns a callable per implementation (baselines and ours side by side,
+on the same inputs); :class:`Traffic` says how many bytes a perfect
+implementation must read and write (and how many flops it must do), from which
+the runner derives the floor time with the machine's measured rates.
+
+The book's code (*Dive into Deep Learning* ch. 3.2) is re-typed here as the
+eager baseline: ``linreg``, ``squared_loss``, ``sgd`` and ``data_iter``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any, TypeVar, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import fused_linreg
+
+__all__ = ["SUITES", "Bench", "Context", "Impl", "Sizes", "Traffic", "build_benches", "sizes_for"]
+
+SUITES = ("bandwidth", "linear", "loss", "sgd", "book", "step")
+
+# The ops of the bandwidth suite, whose timings give the machine's rates.
+READ_OP = "memory read"
+COPY_OP = "memory copy"
+INPLACE_OP = "memory in-place update"
+GEMM_OP = "matmul (compute roof)"
+
+# Buffers each bandwidth is averaged over (measured here: 27 and 41 GB/s reading two
+# 256 MiB buffers of one process, repeatably).
+_BANDWIDTH_BUFFERS = 3
+
+BOOK_LR = 0.03
+BOOK_TRUE_W = (2.0, -3.4)
+BOOK_TRUE_B = 4.2
+
+Fn = Callable[[], object]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What a perfect implementation must do: bytes read, bytes written, flops.
+
+    ``inplace``: the written bytes overwrite bytes just read (an optimizer update),
+    which costs less than writing a fresh output (no read-for-ownership)."""
+
+    read: int
+    write: int = 0
+    flops: int = 0
+    inplace: bool = False
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation timed in a bench: a baseline or ours, maybe under torch.compile.
+
+    A ``reference`` baseline is not a competitor but the floor itself, timed beside ours
+    on the same data (e.g. one read of X): its row's speed-up is ours' fraction of it."""
+
+    name: str
+    ours: bool = False
+    compiled: bool = False
+    reference: bool = False
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One operation at one shape: the implementations and what they must move.
+
+    ``setup`` returns ``{impl name: callable}``; it is called once, or several
+    times when the inputs are rotated (see ``rotate``), each call making fresh
+    inputs; ``min_copies`` input sets are made (and rotated) in any case. ``pairs``
+    lists the table's rows as ``(baseline, ours)``; empty means every baseline against
+    every one of ours. ``note`` goes into each row, ``remark`` (longer) once under the
+    table.
+    """
+
+    suite: str
+    op: str
+    shape: str
+    impls: tuple[Impl, ...]
+    setup: Callable[[], Mapping[str, Fn]]
+    footprint: int
+    traffic: Traffic | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
+    rotate: bool = True
+    note: str = ""
+    remark: str = ""
+    min_copies: int = 1
+
+    def rows(self) -> list[tuple[str, str | None]]:
+        """The ``(baseline, ours)`` pairs of the table; ours is None where there is none."""
+        if self.pairs:
+            return list(self.pairs)
+        ours: list[str | None] = [i.name for i in self.impls if i.ours] or [None]
+        return [(b.name, o) for b in self.impls if not b.ours for o in ours]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The problem sizes of every suite (one set for the default run, one for ``--quick``)."""
+
+    bandwidth_elems: int
+    gemm: int
+    linear: tuple[tuple[int, int, int], ...]
+    linear_compiled: tuple[int, int, int]
+    loss: tuple[int, ...]
+    sgd: tuple[tuple[int, int], ...]
+    book: tuple[int, int]
+    step: tuple[int, int, int]
+
+
+_CPU_SIZES = Sizes(
+    bandwidth_elems=1 << 26,  # 256 MiB of float32
+    gemm=1024,
+    linear=((10, 2, 1), (1 << 18, 64, 1), (1 << 18, 64, 4), (1 << 16, 256, 16), (1 << 14, 1024, 64),
+            (4096, 1024, 256), (1024, 1024, 1024)),
+    linear_compiled=(1 << 18, 64, 1),
+    loss=(1 << 10, 1 << 20, 1 << 24),
+    sgd=((200, 1000), (8, 1 << 20)),
+    book=(1000, 10),
+    step=(1 << 20, 64, 1),  # 256 MiB of float32
+)
+
+_CUDA_SIZES = Sizes(
+    bandwidth_elems=1 << 29,  # 2 GiB of float32
+    gemm=8192,
+    linear=((10, 2, 1), (1 << 20, 2, 1), (1 << 22, 64, 1), (1 << 22, 64, 4), (1 << 20, 256, 16),
+            (1 << 16, 1024, 1), (8192, 4096, 4096)),
+    linear_compiled=(1 << 22, 64, 1),
+    loss=(1 << 10, 1 << 20, 1 << 26),
+    sgd=((200, 1000), (8, 1 << 22)),
+    book=(1000, 10),
+    step=(1 << 22, 64, 1),  # 1 GiB of float32
+)
+
+_QUICK_SIZES = Sizes(
+    bandwidth_elems=1 << 20,
+    gemm=128,
+    linear=((10, 2, 1), (4096, 16, 1), (128, 64, 64)),
+    linear_compiled=(4096, 16, 1),
+    loss=(1 << 10, 1 << 14),
+    sgd=((20, 100), (2, 1 << 14)),
+    book=(200, 10),
+    step=(1 << 14, 64, 1),
+)
+
+
+def sizes_for(device: torch.device, quick: bool) -> Sizes:
+    """The sizes of a run: tiny with ``quick``, else the default set of the device type."""
+    if quick:
+        return _QUICK_SIZES
+    return _CUDA_SIZES if device.type == "cuda" else _CPU_SIZES
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and how the benches run."""
+
+    device: torch.device
+    dtype: torch.dtype
+    sizes: Sizes
+    compile: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def itemsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    def randn(self, *shape: int, requires_grad: bool = False) -> Tensor:
+        return torch.randn(shape, device=self.device, dtype=self.dtype, requires_grad=requires_grad)
+
+
+# ---------------------------------------------------------------------------
+# The book's code (D2L ch. 3.2), the eager baseline.
+# ---------------------------------------------------------------------------
+
+
+def book_linreg(X: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """The book's model: ``X @ w + b`` with ``w`` a ``(d, k)`` column."""
+    return torch.matmul(X, w) + b
+
+
+def book_squared_loss(y_hat: Tensor, y: Tensor) -> Tensor:
+    """The book's per-example loss."""
+    return (y_hat - y.reshape(y_hat.shape)) ** 2 / 2
+
+
+def book_sgd(params: Sequence[Tensor], lr: float, batch_size: int) -> None:
+    """The book's minibatch SGD: one eager update and one ``zero_`` per parameter."""
+    with torch.no_grad():
+        for param in params:
+            grad = cast(Tensor, param.grad)
+            param -= lr * grad / batch_size
+            grad.zero_()
+
+
+def book_data_iter(batch_size: int, features: Tensor, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """The book's shuffled minibatches, drawn with ``random.shuffle``."""
+    num_examples = len(features)
+    indices = list(range(num_examples))
+    random.shuffle(indices)
+    for i in range(0, num_examples, batch_size):
+        batch_indices = torch.tensor(indices[i : min(i + batch_size, num_examples)])
+        yield features[batch_indices], labels[batch_indices]
+
+
+def book_loss_sum(X: Tensor, y: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """The book's forward and loss, summed as its training loop does (compiled in the step suite)."""
+    return book_squared_loss(book_linreg(X, w, b), y).sum()
+
+
+def book_squared_loss_sum(y_hat: Tensor, y: Tensor) -> Tensor:
+    """The book's loss summed (compiled in the loss suite)."""
+    return book_squared_loss(y_hat, y).sum()
+
+
+def hand_derived_step(X: Tensor, y: Tensor, w: Tensor, b: Tensor, lr: float) -> Tensor:
+    """One step with the gradients written out by hand (no autograd): two passes over ``X``.
+
+    ``w`` is ``(k, d)``, ``b`` ``(k,)``, ``y`` ``(n, k)``; the loss is the book's
+    ``(1/n) sum_i ½‖r_i‖²``. This is what the fused step computes in one pass."""
+    r = X @ w.t() + b - y
+    n = X.shape[0]
+    w.sub_(lr * (r.t() @ X) / n)
+    b.sub_(lr * r.sum(0) / n)
+    return (r * r).sum() / (2 * n)
+
+
+def _compiled(fn: _F) -> _F:
+    """``torch.compile`` with static shapes: each bench compiles (and reports) its own graph."""
+    return cast(_F, torch.compile(fn, dynamic=False))
+
+
+def _grads_of(forward: Callable[[], Tensor], inputs: Sequence[Tensor], grad_out: Tensor | None) -> Fn:
+    """Forward then backward for ``inputs`` (no accumulation into ``.grad``)."""
+    return lambda: torch.autograd.grad(forward(), inputs, grad_out)
+
+
+# ---------------------------------------------------------------------------
+# bandwidth: the rates every floor is computed from.
+# ---------------------------------------------------------------------------
+
+
+def _bandwidth_benches(ctx: Context) -> list[Bench]:
+    n = ctx.sizes.bandwidth_elems
+    nbytes = 4 * n
+    shape = f"{nbytes >> 20} MiB float32"
+    device = ctx.device
+
+    def read_setup() -> Mapping[str, Fn]:
+        x = torch.randn(n, device=device)
+        return {"x.amax()": x.amax}
+
+    def copy_setup() -> Mapping[str, Fn]:
+        src = torch.randn(n, device=device)
+        dst = torch.empty_like(src)
+        return {"dst.copy_(src)": lambda: dst.copy_(src)}
+
+    def inplace_setup() -> Mapping[str, Fn]:
+        x, y = torch.randn(n, device=device), torch.randn(n, device=device)
+        return {"x.add_(y)": lambda: x.add_(y, alpha=1e-9)}
+
+    g = ctx.sizes.gemm
+    remark = (f"bandwidth: each rate is the mean over {_BANDWIDTH_BUFFERS} separately allocated buffers, since on "
+              "some machines (VMs) the bandwidth differs between allocations; the step suite also times its floor "
+              "on its own X, right beside ours.")
+
+    def gemm_setup() -> Mapping[str, Fn]:
+        a, b = ctx.randn(g, g), ctx.randn(g, g)
+        return {"torch.mm": lambda: torch.mm(a, b)}
+
+    return [
+        Bench("bandwidth", READ_OP, shape, (Impl("x.amax()"),), read_setup, nbytes, Traffic(read=nbytes),
+              rotate=False, remark=remark, min_copies=_BANDWIDTH_BUFFERS),
+        Bench("bandwidth", COPY_OP, shape, (Impl("dst.copy_(src)"),), copy_setup, 2 * nbytes,
+              Traffic(read=nbytes, write=nbytes), rotate=False, min_copies=_BANDWIDTH_BUFFERS),
+        Bench("bandwidth", INPLACE_OP, f"2 x {shape}", (Impl("x.add_(y)"),), inplace_setup, 2 * nbytes,
+              Traffic(read=2 * nbytes, write=nbytes, inplace=True), rotate=False, min_copies=_BANDWIDTH_BUFFERS),
+        Bench("bandwidth", GEMM_OP, f"{g}x{g}x{g}", (Impl("torch.mm"),), gemm_setup, 3 * g * g * ctx.itemsize,
+              Traffic(read=0, flops=2 * g**3), rotate=False),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# linear: forward and forward+backward over a sweep from skinny to square.
+# ---------------------------------------------------------------------------
+
+_OURS_LINEAR = "fused_linreg.linear"
+_BOOK_LINEAR = "x @ w + b (book)"
+_COMPILED_BOOK_LINEAR = "torch.compile(x @ w + b)"
+_SKINNY_MAX_OUT = 16  # csrc/linear_shapes.h: more outputs than this go to the vendor GEMM
+
+
+def _linear_traffic(rows: int, inp: int, out: int, itemsize: int, backward: bool) -> Traffic:
+    """Forward: read x, W, b, write y. Backward adds: read x, W and grad_y once, write dx, dW, db."""
+    x, w, y, b = rows * inp * itemsize, out * inp * itemsize, rows * out * itemsize, out * itemsize
+    flops = 2 * rows * inp * out
+    if not backward:
+        return Traffic(read=x + w + b, write=y, flops=flops)
+    return Traffic(read=2 * x + 2 * w + b + y, write=y + x + w + b, flops=3 * flops)
+
+
+def _linear_setup(ctx: Context, rows: int, inp: int, out: int, backward: bool) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        x = ctx.randn(rows, inp, requires_grad=backward)
+        w = ctx.randn(out, inp, requires_grad=backward)
+        b = ctx.randn(out, requires_grad=backward)
+        w_col = w.detach().t().contiguous().requires_grad_(backward)  # the book keeps w as a (d, k) column
+        compiled = _compiled(book_linreg)
+        forwards: dict[str, tuple[Callable[[], Tensor], tuple[Tensor, ...]]] = {
+            "F.linear": (lambda: F.linear(x, w, b), (x, w, b)),
+            _BOOK_LINEAR: (lambda: book_linreg(x, w_col, b), (x, w_col, b)),
+            _COMPILED_BOOK_LINEAR: (lambda: compiled(x, w_col, b), (x, w_col, b)),
+            _OURS_LINEAR: (lambda: fused_linreg.linear(x, w, b), (x, w, b)),
+        }
+        if not backward:
+            return {name: fwd for name, (fwd, _) in forwards.items()}
+        grad_out = ctx.randn(rows, out)
+        return {name: _grads_of(fwd, inputs, grad_out) for name, (fwd, inputs) in forwards.items()}
+
+    return setup
+
+
+def _linear_benches(ctx: Context) -> list[Bench]:
+    benches = []
+    for backward in (False, True):
+        for rows, inp, out in ctx.sizes.linear:
+            impls = [Impl("F.linear"), Impl(_BOOK_LINEAR), Impl(_OURS_LINEAR, ours=True)]
+            if (rows, inp, out) == ctx.sizes.linear_compiled:
+                impls.insert(2, Impl(_COMPILED_BOOK_LINEAR, compiled=True))
+            traffic = _linear_traffic(rows, inp, out, ctx.itemsize, backward)
+            footprint = (rows * inp + out * inp + rows * out) * ctx.itemsize
+            notes = ["grads of x, W and b"] if backward else []
+            if out > _SKINNY_MAX_OUT:
+                notes.append("a GEMM: ours calls the vendor BLAS (at::addmm)")
+            benches.append(Bench(
+                "linear", "linear fwd+bwd" if backward else "linear fwd", f"{rows}x{inp} -> {out}",
+                tuple(impls), _linear_setup(ctx, rows, inp, out, backward), footprint, traffic, note="; ".join(notes),
+            ))
+    return benches
+
+
+# ---------------------------------------------------------------------------
+# loss: squared_loss and mse_loss, forward+backward.
+# ---------------------------------------------------------------------------
+
+_BOOK_LOSS = "book ((y^ - y)**2 / 2).sum()"
+_COMPILED_BOOK_LOSS = "torch.compile(book loss)"
+
+
+def _loss_setup(ctx: Context, n: int) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        y_hat = ctx.randn(n, 1, requires_grad=True)
+        y = ctx.randn(n, 1)
+        compiled = _compiled(book_squared_loss_sum)
+        forwards: dict[str, Callable[[], Tensor]] = {
+            _BOOK_LOSS: lambda: book_squared_loss_sum(y_hat, y),
+            _COMPILED_BOOK_LOSS: lambda: compiled(y_hat, y),
+            "squared_loss(sum)": lambda: fused_linreg.squared_loss(y_hat, y, "sum"),
+            "F.mse_loss": lambda: F.mse_loss(y_hat, y),
+            "fused_linreg.mse_loss": lambda: fused_linreg.mse_loss(y_hat, y),
+        }
+        return {name: _grads_of(fwd, (y_hat,), None) for name, fwd in forwards.items()}
+
+    return setup
+
+
+def _loss_benches(ctx: Context) -> list[Bench]:
+    benches = []
+    for n in ctx.sizes.loss:
+        size = ctx.itemsize * n
+        traffic = Traffic(read=4 * size, write=size)  # forward reads y^ and y; backward reads both, writes grad
+        squared = [Impl(_BOOK_LOSS), Impl("squared_loss(sum)", ours=True)]
+        if n == max(ctx.sizes.loss):
+            squared.insert(1, Impl(_COMPILED_BOOK_LOSS, compiled=True))
+        setup = _loss_setup(ctx, n)
+        benches.append(Bench("loss", "squared_loss fwd+bwd", f"{n}x1", tuple(squared), setup, 2 * size, traffic))
+        benches.append(Bench("loss", "mse_loss fwd+bwd", f"{n}x1",
+                             (Impl("F.mse_loss"), Impl("fused_linreg.mse_loss", ours=True)), setup, 2 * size,
+                             traffic))
+    return benches
+
+
+# ---------------------------------------------------------------------------
+# sgd: sgd_ and optim.SGD against torch.optim.SGD's three implementations.
+# ---------------------------------------------------------------------------
+
+_TORCH_SGD = {"torch SGD forloop": {"foreach": False}, "torch SGD foreach": {"foreach": True},
+              "torch SGD fused=True": {"fused": True}}
+
+
+def _params_with_grads(ctx: Context, count: int, numel: int, grads: Sequence[Tensor]) -> list[Tensor]:
+    params = [ctx.randn(numel, requires_grad=True) for _ in range(count)]
+    for p, g in zip(params, grads):
+        p.grad = g
+    return params
+
+
+def _sgd_setup(ctx: Context, count: int, numel: int, momentum: float) -> Callable[[], Mapping[str, Fn]]:
+    lr = 1e-3
+
+    def setup() -> Mapping[str, Fn]:
+        grads = [ctx.randn(numel) for _ in range(count)]
+        fns: dict[str, Fn] = {}
+        for name, kwargs in _TORCH_SGD.items():
+            fns[name] = torch.optim.SGD(_params_with_grads(ctx, count, numel, grads), lr=lr, momentum=momentum,
+                                        **kwargs).step
+        fns["optim.SGD"] = fused_linreg.optim.SGD(_params_with_grads(ctx, count, numel, grads), lr=lr,
+                                                  momentum=momentum).step
+        params = [p.detach() for p in _params_with_grads(ctx, count, numel, grads)]
+        buffers: list[Tensor | None] = [None] * count
+        fns["sgd_"] = lambda: fused_linreg.sgd_(params, grads, buffers, lr=lr, momentum=momentum)
+        return fns
+
+    return setup
+
+
+def _sgd_benches(ctx: Context) -> list[Bench]:
+    impls = (*(Impl(name) for name in _TORCH_SGD), Impl("optim.SGD", ours=True), Impl("sgd_", ours=True))
+    pairs = (*((name, "optim.SGD") for name in _TORCH_SGD), ("torch SGD fused=True", "sgd_"))
+    benches = []
+    for count, numel in ctx.sizes.sgd:
+        size = count * numel * ctx.itemsize
+        for momentum in (0.0, 0.9):
+            # param and grad read, param written in place; with momentum the buffer is read and written too
+            traffic = Traffic(read=(3 if momentum else 2) * size, write=(2 if momentum else 1) * size, inplace=True)
+            op = f"SGD step, momentum {momentum:g}"
+            benches.append(Bench("sgd", op, f"{count} x {numel}", impls, _sgd_setup(ctx, count, numel, momentum),
+                                 (3 if momentum else 2) * size, traffic, pairs))
+    return benches
+
+
+# ---------------------------------------------------------------------------
+# book: the book's training epoch (1000x2, batch 10), every way.
+# ---------------------------------------------------------------------------
+
+_BOOK_CODE = "book code (eager)"
+_TORCH_NN = "torch nn.Linear+MSELoss+SGD"
+_COMPILED_STEP = "torch.compile(hand-derived step)"
+_SKLEARN = "sklearn SGDRegressor.partial_fit"
+_D2L = "fused_linreg.d2l"
+_DROP_INS = "fused_linreg nn+optim drop-ins"
+_EPOCH = "linreg_epoch_"
+_EPOCH_BATCH1 = "linreg_epoch_ batch 1"
+_ESTIMATOR = "LinearRegression.partial_fit"
+
+
+def book_epoch(features: Tensor, labels: Tensor, w: Tensor, b: Tensor, batch_size: int,
+               data_iter: Callable[..., Iterator[tuple[Tensor, Tensor]]], net: Callable[..., Tensor],
+               loss: Callable[..., Tensor], sgd: Callable[..., None]) -> None:
+    """The book's training loop for one epoch, with the functions it is given."""
+    for X, y in data_iter(batch_size, features, labels):
+        loss(net(X, w, b), y).sum().backward()
+        sgd([w, b], BOOK_LR, batch_size)
+
+
+def module_epoch(features: Tensor, labels: Tensor, model: torch.nn.Module, loss_fn: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, batch_size: int) -> None:
+    """One epoch of the idiomatic ``nn`` + ``optim`` loop over the book's minibatches."""
+    for X, y in book_data_iter(batch_size, features, labels):
+        optimizer.zero_grad()
+        loss_fn(model(X), y).backward()
+        optimizer.step()
+
+
+def compiled_step_epoch(step: Callable[..., object], features: Tensor, labels: Tensor, w: Tensor, b: Tensor,
+                        batch_size: int) -> None:
+    """One epoch of a (compiled) step function over a random permutation's minibatches."""
+    order = torch.randperm(len(features), device=features.device)
+    for start in range(0, len(features), batch_size):
+        idx = order[start : start + batch_size]
+        step(features[idx], labels[idx], w, b, BOOK_LR)
+
+
+def _book_data(ctx: Context, n: int) -> tuple[Tensor, Tensor]:
+    features, labels = fused_linreg.d2l.synthetic_data(torch.tensor(BOOK_TRUE_W), BOOK_TRUE_B, n)
+    return features.to(ctx.device, ctx.dtype), labels.to(ctx.device, ctx.dtype)
+
+
+def _book_params(ctx: Context, d: int, requires_grad: bool) -> tuple[Tensor, Tensor]:
+    """The book's initial ``w`` (a ``(d, 1)`` column) and ``b``."""
+    w = torch.normal(0, 0.01, size=(d, 1)).to(ctx.device, ctx.dtype).requires_grad_(requires_grad)
+    return w, torch.zeros(1, device=ctx.device, dtype=ctx.dtype, requires_grad=requires_grad)
+
+
+def _modules(ctx: Context, nn: ModuleType, optim: ModuleType, d: int, k: int = 1, **sgd_kwargs: bool
+             ) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+    """``nn.Linear(d, k)``, ``nn.MSELoss()`` and ``optim.SGD`` from the given modules (torch's or ours).
+
+    MSELoss has no ½: half the book's learning rate gives the book's update."""
+    model = nn.Linear(d, k).to(ctx.device, ctx.dtype)
+    return model, nn.MSELoss(), optim.SGD(model.parameters(), lr=BOOK_LR / 2, **sgd_kwargs)
+
+
+def _sklearn_epoch(features: Tensor, labels: Tensor) -> Fn:
+    from sklearn.linear_model import SGDRegressor
+
+    reg = SGDRegressor(max_iter=1, tol=None, shuffle=True, learning_rate="constant", eta0=BOOK_LR, penalty=None,
+                       random_state=0)
+    X, y = features.double().cpu().numpy(), labels.double().cpu().numpy().ravel()
+    return lambda: reg.partial_fit(X, y)
+
+
+def _estimator_epoch(ctx: Context, features: Tensor, labels: Tensor, batch: int) -> Fn:
+    est = fused_linreg.LinearRegression(features.shape[1], lr=BOOK_LR, batch_size=batch, device=ctx.device,
+                                        dtype=ctx.dtype, seed=0)
+    X, y = features.double().cpu().numpy(), labels.double().cpu().numpy().ravel()  # as sklearn gets them
+    return lambda: est.partial_fit(X, y)
+
+
+def _book_setup(ctx: Context, n: int, batch: int, sklearn: bool) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        features, labels = _book_data(ctx, n)
+        d = features.shape[1]
+        d2l = fused_linreg.d2l
+        w0, b0 = _book_params(ctx, d, True)
+        w1, b1 = _book_params(ctx, d, True)
+        weight, bias = (t.detach().t().contiguous() for t in _book_params(ctx, d, False))
+        weight_c, bias_c = weight.clone(), bias.clone()
+        weight_1, bias_1 = weight.clone(), bias.clone()
+        torch_model = _modules(ctx, torch.nn, torch.optim, d)
+        our_model = _modules(ctx, fused_linreg.nn, fused_linreg.optim, d)
+        step = _compiled(hand_derived_step)
+        fns: dict[str, Fn] = {
+            _BOOK_CODE: lambda: book_epoch(features, labels, w0, b0, batch, book_data_iter, book_linreg,
+                                           book_squared_loss, book_sgd),
+            _D2L: lambda: book_epoch(features, labels, w1, b1, batch, d2l.data_iter, d2l.linreg, d2l.squared_loss,
+                                     d2l.sgd),
+            _TORCH_NN: lambda: module_epoch(features, labels, *torch_model, batch),
+            _DROP_INS: lambda: module_epoch(features, labels, *our_model, batch),
+            _COMPILED_STEP: lambda: compiled_step_epoch(step, features, labels, weight_c, bias_c, batch),
+            _EPOCH: lambda: fused_linreg.linreg_epoch_(features, labels, weight, bias, lr=BOOK_LR, batch_size=batch),
+            _EPOCH_BATCH1: lambda: fused_linreg.linreg_epoch_(features, labels, weight_1, bias_1, lr=BOOK_LR,
+                                                              batch_size=1),
+            _ESTIMATOR: _estimator_epoch(ctx, features, labels, batch),
+        }
+        if sklearn:
+            fns[_SKLEARN] = _sklearn_epoch(features, labels)
+        return fns
+
+    return setup
+
+
+def _book_benches(ctx: Context) -> list[Bench]:
+    n, batch = ctx.sizes.book
+    sklearn = importlib.util.find_spec("sklearn") is not None
+    if not sklearn:
+        ctx.notes.append("scikit-learn is not installed: the SGDRegressor rows are skipped (pip install scikit-learn)")
+    impls = [Impl(_BOOK_CODE), Impl(_TORCH_NN), Impl(_COMPILED_STEP, compiled=True), Impl(_D2L, ours=True),
+             Impl(_DROP_INS, ours=True), Impl(_EPOCH, ours=True), Impl(_EPOCH_BATCH1, ours=True),
+             Impl(_ESTIMATOR, ours=True)]
+    pairs = [(_BOOK_CODE, _D2L), (_BOOK_CODE, _DROP_INS), (_TORCH_NN, _DROP_INS), (_BOOK_CODE, _EPOCH),
+             (_COMPILED_STEP, _EPOCH)]
+    if sklearn:
+        impls.append(Impl(_SKLEARN))
+        pairs += [(_SKLEARN, _EPOCH), (_SKLEARN, _EPOCH_BATCH1), (_SKLEARN, _ESTIMATOR)]
+    footprint = n * 3 * ctx.itemsize
+    remark = (f"book epoch: one epoch of the book's training loop (it trains 3), lr {BOOK_LR}, each way shuffling "
+              "the rows. The nn/optim loops use MSELoss (no ½) with lr/2, which makes the same update. "
+              f"SGDRegressor (max_iter=1, tol=None, shuffle, learning_rate='constant', eta0={BOOK_LR}, "
+              f"penalty=None) updates per example ({n} updates per epoch, float64 numpy, always on the CPU); "
+              f"`linreg_epoch_ batch 1` makes as many updates; LinearRegression.partial_fit gets the same "
+              "float64 numpy arrays as sklearn (converted on each call).")
+    return [Bench("book", "book epoch", f"{n}x2, batch {batch}", tuple(impls), _book_setup(ctx, n, batch, sklearn),
+                  footprint, None, tuple(pairs), rotate=False, remark=remark)]
+
+
+# ---------------------------------------------------------------------------
+# step: one full-batch step on a large X.
+# ---------------------------------------------------------------------------
+
+_BOOK_STEP = "book eager + autograd"
+_HAND_STEP = "hand-derived step (eager)"
+_COMPILED_BOOK_STEP = "torch.compile(book loss) + autograd"
+_NN_FOREACH = "nn.Linear+MSELoss+SGD foreach"
+_NN_FUSED = "nn.Linear+MSELoss+SGD fused=True"
+_OURS_STEP = "linreg_step_"
+_READ_X = "X.amax() (one read of X)"
+
+
+def _book_step(loss_sum: Callable[..., Tensor], X: Tensor, y: Tensor, w: Tensor, b: Tensor) -> None:
+    """The book's full-batch step: forward, summed loss, autograd backward, the book's sgd."""
+    loss_sum(X, y, w, b).backward()
+    book_sgd([w, b], BOOK_LR, X.shape[0])
+
+
+def _nn_step(ctx: Context, X: Tensor, y: Tensor, nn: ModuleType, optim: ModuleType, **sgd_kwargs: bool) -> Fn:
+    """One full-batch step of the idiomatic loop: zero_grad, MSELoss, backward, optimizer step."""
+    model, loss_fn, optimizer = _modules(ctx, nn, optim, X.shape[1], y.shape[1], **sgd_kwargs)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss_fn(model(X), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def _step_setup(ctx: Context, rows: int, d: int, k: int) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        X = ctx.randn(rows, d)
+        y = X @ ctx.randn(d, k) + 0.01 * ctx.randn(rows, k)
+        w_cols = [ctx.randn(d, k).mul_(0.01).requires_grad_() for _ in range(2)]
+        b_cols = [torch.zeros(k, device=ctx.device, dtype=ctx.dtype, requires_grad=True) for _ in range(2)]
+        weights = [w_cols[0].detach().t().contiguous() for _ in range(3)]
+        biases = [torch.zeros(k, device=ctx.device, dtype=ctx.dtype) for _ in range(3)]
+        compiled_step, compiled_loss = _compiled(hand_derived_step), _compiled(book_loss_sum)
+        return {
+            _READ_X: X.amax,
+            _BOOK_STEP: lambda: _book_step(book_loss_sum, X, y, w_cols[0], b_cols[0]),
+            _COMPILED_BOOK_STEP: lambda: _book_step(compiled_loss, X, y, w_cols[1], b_cols[1]),
+            _HAND_STEP: lambda: hand_derived_step(X, y, weights[0], biases[0], BOOK_LR),
+            _COMPILED_STEP: lambda: compiled_step(X, y, weights[1], biases[1], BOOK_LR),
+            _NN_FOREACH: _nn_step(ctx, X, y, torch.nn, torch.optim, foreach=True),
+            _NN_FUSED: _nn_step(ctx, X, y, torch.nn, torch.optim, fused=True),
+            _DROP_INS: _nn_step(ctx, X, y, fused_linreg.nn, fused_linreg.optim),
+            _OURS_STEP: lambda: fused_linreg.linreg_step_(X, y, weights[2], biases[2], lr=BOOK_LR),
+        }
+
+    return setup
+
+
+def _step_benches(ctx: Context) -> list[Bench]:
+    rows, d, k = ctx.sizes.step
+    impls = (Impl(_READ_X, reference=True), Impl(_BOOK_STEP), Impl(_COMPILED_BOOK_STEP, compiled=True), Impl(_HAND_STEP),
+             Impl(_COMPILED_STEP, compiled=True), Impl(_NN_FOREACH), Impl(_NN_FUSED),
+             Impl(_DROP_INS, ours=True), Impl(_OURS_STEP, ours=True))
+    pairs = tuple((b.name, _OURS_STEP) for b in impls if not b.ours) + ((_NN_FOREACH, _DROP_INS),)
+    x_bytes, y_bytes = rows * d * ctx.itemsize, rows * k * ctx.itemsize
+    remark = ("linreg step: one full-batch SGD step (forward, loss, backward, update) on a large X; the floor is "
+              "one read of X and y. The row against `X.amax()` times that read on the same X right beside ours "
+              "(immune to bandwidth drift): its speed-up is ours' fraction of the read floor. The nn loops use "
+              "MSELoss with lr/2 (the same update); torch.compile's compilation is excluded (see its table).")
+    return [Bench("step", "linreg step", f"{rows}x{d} -> {k}", impls, _step_setup(ctx, rows, d, k),
+                  x_bytes + y_bytes, Traffic(read=x_bytes + y_bytes), pairs, rotate=False, remark=remark)]
+
+
+_BUILDERS: dict[str, Callable[[Context], list[Bench]]] = {
+    "bandwidth": _bandwidth_benches,
+    "linear": _linear_benches,
+    "loss": _loss_benches,
+    "sgd": _sgd_benches,
+    "book": _book_benches,
+    "step": _step_benches,
+}
+
+
+def build_benches(ctx: Context, suites: Sequence[str]) -> list[Bench]:
+    """The benches of ``suites``, in suite order; the bandwidth suite always comes first (it gives the floors)."""
+    wanted = ["bandwidth", *(s for s in SUITES if s in suites and s != "bandwidth")]
+    if not ctx.compile:
+        ctx.notes.append("torch.compile rows were not run (--no-compile, the default with --quick)")
+    benches = [bench for suite in wanted for bench in _BUILDERS[suite](ctx)]
+    if ctx.compile:
+        return benches
+    return [_without_compiled(bench) for bench in benches]
+
+
+def _without_compiled(bench: Bench) -> Bench:
+    """The bench without its torch.compile implementations (and the rows that use them)."""
+    compiled = {i.name for i in bench.impls if i.compiled}
+    impls = tuple(i for i in bench.impls if not i.compiled)
+    pairs = tuple(p for p in bench.pairs if not compiled.intersection(p))
+    return replace(bench, impls=impls, pairs=pairs)

@@ -1,0 +1,482 @@
+"""The benchmark suite: every fused_linreg op against the book's code, idiomatic PyTorch,
+torch.compile and the machine's bandwidth floor.
+
+Run ``python -m fused_linreg.bench`` (or ``fused-linreg-bench``)::
+
+    python -m fused_linreg.bench                      # the default CPU suite, a few minutes on 2 cores
+    python -m fused_linreg.bench --quick              # tiny sizes, few repeats: a smoke run
+    python -m fused_linreg.bench --device cuda --suite step,sgd --out results/
+
+The memory bandwidth is measured first (read: ``x.amax()``; copy into a
+preallocated buffer; in-place update ``x.add_(y)``) with the matmul rate; every
+row's floor is the bytes (or flops) that must move at those rates. Each implementation is timed with
+``torch.utils.benchmark.Timer.blocked_autorange`` (which synchronises the GPU) after a
+warm-up: the median and IQR of many runs. Inputs smaller than four last-level caches
+are rotated among copies, so that every call reads its data from memory as in
+training over real data. torch.compile's first call (the compilation) is excluded and
+reported separately. A Markdown table goes to stdout; the table, CSV, JSON (with the
+machine's description) and PNG plots go to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import itertools
+import math
+import os
+import platform
+import re
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils import benchmark
+
+import fused_linreg
+
+from ._bench_report import Rates, Report, Row, Warmup, floor_seconds, markdown, write_report
+from ._bench_suites import (
+    COPY_OP,
+    GEMM_OP,
+    INPLACE_OP,
+    READ_OP,
+    SUITES,
+    Bench,
+    Context,
+    Traffic,
+    build_benches,
+    sizes_for,
+)
+
+__all__ = ["machine_info", "machine_tag", "main", "parse_args", "run"]
+
+# Rotated inputs add up to this many last-level caches: a victim L3 (AMD's) keeps part
+# of a working set that is only a little larger than itself.
+_CACHES_OF_DATA = 4
+
+# Relative change of the read bandwidth between the start and the end of a run above
+# which the report warns that the floors are uncertain.
+_DRIFT = 0.15
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """How long to measure: warm-up calls, and the run time and count each median is taken over."""
+
+    warmup: int
+    min_run_time: float
+    min_runs: int
+    max_run_time: float
+    max_copies: int
+
+
+_DEFAULT_TIMING = TimingSettings(warmup=3, min_run_time=0.5, min_runs=15, max_run_time=4.0, max_copies=64)
+# GPU kernels take microseconds to milliseconds: a shorter window still holds hundreds of runs.
+_CUDA_TIMING = TimingSettings(warmup=3, min_run_time=0.2, min_runs=15, max_run_time=2.0, max_copies=64)
+_QUICK_TIMING = TimingSettings(warmup=1, min_run_time=0.02, min_runs=3, max_run_time=0.2, max_copies=4)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One implementation's measurement."""
+
+    median_s: float
+    iqr_s: float
+    runs: int
+    first_call_s: float
+
+
+# ---------------------------------------------------------------------------
+# Timing.
+# ---------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_call(fn: Callable[[], object], device: torch.device) -> float:
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def measure(fn: Callable[[], object], device: torch.device, settings: TimingSettings, warmup: int) -> Timing:
+    """The median and IQR of ``fn``'s run time, after a first call and ``warmup`` more.
+
+    ``blocked_autorange`` runs ``fn`` in blocks long enough for the timer's overhead
+    to vanish, for at least ``min_runs`` estimated calls or ``min_run_time`` seconds
+    (at most ``max_run_time``), synchronising the GPU around each block."""
+    first = _timed_call(fn, device)
+    estimate = first
+    for _ in range(warmup):
+        estimate = min(estimate, _timed_call(fn, device))
+    run_time = min(max(settings.min_run_time, settings.min_runs * estimate), settings.max_run_time)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=run_time)
+    return Timing(m.median, m.iqr, len(m.times) * m.number_per_run, first)
+
+
+def last_level_cache_bytes(device: torch.device) -> int:
+    """The GPU's L2, or the CPU's largest cache (sysfs), or 32 MiB when neither is known."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).L2_cache_size)
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        match = re.fullmatch(r"(\d+)([KMG]?)", path.read_text().strip())
+        if match:
+            sizes.append(int(match[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[match[2]])
+    return max(sizes, default=32 << 20)
+
+
+def _copies(bench: Bench, cache_bytes: int, settings: TimingSettings) -> int:
+    """How many input sets to rotate: enough for ``_CACHES_OF_DATA`` caches of data, at least ``min_copies``."""
+    working_set = _CACHES_OF_DATA * cache_bytes
+    if not bench.rotate or bench.footprint >= working_set:
+        return bench.min_copies
+    return max(bench.min_copies, min(settings.max_copies, math.ceil(working_set / max(bench.footprint, 1))))
+
+
+def _round_robin(fns: Sequence[Callable[[], object]]) -> Callable[[], object]:
+    if len(fns) == 1:
+        return fns[0]
+    cycle = itertools.cycle(fns)
+    return lambda: next(cycle)()
+
+
+@contextmanager
+def _released(device: torch.device) -> Iterator[None]:
+    """Frees what a bench allocated once it is done (its inputs can be hundreds of MB)."""
+    try:
+        yield
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run_bench(bench: Bench, device: torch.device, settings: TimingSettings, cache_bytes: int,
+              progress: _Progress, errors: list[str]) -> dict[str, Timing]:
+    """Times every implementation of ``bench`` on the same inputs; failures go to ``errors``."""
+    timings: dict[str, Timing] = {}
+    with _released(device):
+        copies = _copies(bench, cache_bytes, settings)
+        instances = [bench.setup() for _ in range(copies)]
+        for impl in bench.impls:
+            progress.start(f"{impl.name} | {bench.op} {bench.shape}")
+            if impl.compiled:
+                torch.compiler.reset()  # its first call is then a full compilation, reported as such
+            try:
+                fn = _round_robin([instance[impl.name] for instance in instances])
+                timings[impl.name] = measure(fn, device, settings, settings.warmup + copies - 1)
+            except Exception as exc:  # noqa: BLE001  (one failing implementation must not end the run)
+                side = "ours" if impl.ours else "baseline"
+                errors.append(f"{side} {impl.name} ({bench.op} {bench.shape}): {type(exc).__name__}: {exc}")
+            progress.advance()
+        del instances
+    return timings
+
+
+# ---------------------------------------------------------------------------
+# Rows.
+# ---------------------------------------------------------------------------
+
+
+def rates_from(measured: Sequence[tuple[Bench, dict[str, Timing]]]) -> Rates:
+    """The machine's rates from the bandwidth suite's timings."""
+    by_op = {bench.op: (bench, next(iter(timings.values()))) for bench, timings in measured if timings}
+    missing = {READ_OP, COPY_OP, INPLACE_OP, GEMM_OP} - by_op.keys()
+    if missing:
+        raise RuntimeError(f"fused_linreg.bench: the bandwidth suite failed ({', '.join(sorted(missing))})")
+
+    def rate(op: str, amount: Callable[[Traffic], int]) -> float:
+        bench, timing = by_op[op]
+        assert bench.traffic is not None
+        return amount(bench.traffic) / timing.median_s / 1e9
+
+    return Rates(read_gbs=rate(READ_OP, lambda t: t.read), copy_gbs=rate(COPY_OP, lambda t: t.read + t.write),
+                 inplace_gbs=rate(INPLACE_OP, lambda t: t.read + t.write), gflops=rate(GEMM_OP, lambda t: t.flops))
+
+
+def _rate_note(bench: Bench, rates: Rates) -> str:
+    return {READ_OP: f"{rates.read_gbs:.1f} GB/s", COPY_OP: f"{rates.copy_gbs:.1f} GB/s (read + written)",
+            INPLACE_OP: f"{rates.inplace_gbs:.1f} GB/s (read + written)",
+            GEMM_OP: f"{rates.gflops:.0f} GFLOP/s"}.get(bench.op, bench.note)
+
+
+def _row_note(bench: Bench, rates: Rates) -> str:
+    note = _rate_note(bench, rates)
+    if bench.suite == "bandwidth" or bench.traffic is None:
+        return note
+    memory_floor = floor_seconds(replace(bench.traffic, flops=0), rates)
+    if floor_seconds(bench.traffic, rates) > memory_floor:
+        note = "; ".join(filter(None, [note, "compute-bound: floor from the matmul rate"]))
+    return note
+
+
+def _pct(floor_ms: float | None, ms: float | None) -> float | None:
+    return None if floor_ms is None or not ms else 100.0 * floor_ms / ms
+
+
+def bench_rows(bench: Bench, timings: Mapping[str, Timing], rates: Rates, dtype: str) -> list[Row]:
+    """The table rows of one bench (pairs whose timings failed are left out)."""
+    floor_ms = None if bench.traffic is None else 1e3 * floor_seconds(bench.traffic, rates)
+    note = _row_note(bench, rates)
+    references = {impl.name for impl in bench.impls if impl.reference}
+    rows = []
+    for baseline, ours in bench.rows():
+        base, mine = timings.get(baseline), (timings.get(ours) if ours else None)
+        if base is None or (ours is not None and mine is None):
+            continue
+        base_ms, ours_ms = 1e3 * base.median_s, (1e3 * mine.median_s if mine else None)
+        rows.append(Row(
+            suite=bench.suite, op=bench.op, shape=bench.shape, dtype=dtype, footprint_bytes=bench.footprint,
+            baseline=baseline, baseline_ms=base_ms, baseline_iqr_ms=1e3 * base.iqr_s, baseline_runs=base.runs,
+            ours=ours, ours_ms=ours_ms, ours_iqr_ms=1e3 * mine.iqr_s if mine else None,
+            ours_runs=mine.runs if mine else None, speedup=base_ms / ours_ms if ours_ms else None,
+            floor_ms=floor_ms, baseline_pct_of_floor=_pct(floor_ms, base_ms), ours_pct_of_floor=_pct(floor_ms, ours_ms),
+            note="floor timed beside ours" if baseline in references else note, reference=baseline in references,
+        ))
+    return rows
+
+
+def _warmups(bench: Bench, timings: Mapping[str, Timing]) -> list[Warmup]:
+    return [Warmup(bench.op, bench.shape, impl.name, timings[impl.name].first_call_s,
+                   1e3 * timings[impl.name].median_s) for impl in bench.impls if impl.compiled and impl.name in timings]
+
+
+# ---------------------------------------------------------------------------
+# The machine.
+# ---------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _optional_version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, GPU, library versions, date."""
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "fused_linreg": fused_linreg.__version__,
+        "numpy": _optional_version("numpy"),
+        "sklearn": _optional_version("sklearn"),
+        "last_level_cache_bytes": last_level_cache_bytes(device),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    return info
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def machine_tag(device: torch.device) -> str:
+    """A folder name for the results: the GPU's name, or the CPU model and core count."""
+    if device.type == "cuda":
+        return "cuda-" + _slug(torch.cuda.get_device_name(device))
+    return f"cpu-{_slug(_cpu_model())}-{os.cpu_count()}c"
+
+
+class _OtherLoad:
+    """How many cores other processes kept busy while the suite ran (Linux; None elsewhere).
+
+    The machine's busy CPU time (/proc/stat) minus this process's own, over the wall
+    time: a build or test run beside the benchmark shows up here, and the report says
+    that its timings are unreliable."""
+
+    BUSY = 0.25  # cores; above this the report carries a warning
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        mine = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+        return busy, mine, time.monotonic()
+
+    def cores(self) -> float | None:
+        """Average cores used by other processes since construction."""
+        end = self._sample()
+        if self.start is None or end is None or end[2] <= self.start[2]:
+            return None
+        other = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return max(other, 0.0) / (end[2] - self.start[2])
+
+
+# ---------------------------------------------------------------------------
+# Progress.
+# ---------------------------------------------------------------------------
+
+
+class _Progress:
+    """A tqdm bar on stderr when tqdm is installed, else one counter line per measurement."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            self.bar = None
+        else:
+            self.bar = tqdm(total=total, file=sys.stderr, unit="impl", dynamic_ncols=True)
+
+    def start(self, label: str) -> None:
+        """Announces the next measurement."""
+        if self.bar is not None:
+            self.bar.set_description_str(label[:70])
+        else:
+            print(f"[{self.done + 1}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+    def advance(self) -> None:
+        """Counts a measurement as done."""
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------
+# CLI.
+# ---------------------------------------------------------------------------
+
+
+def _suites(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SUITES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown suite(s) {unknown or text!r}; choose from {', '.join(SUITES)}")
+    return names
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line of ``python -m fused_linreg.bench``."""
+    parser = argparse.ArgumentParser(prog="python -m fused_linreg.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    parser.add_argument("--dtype", choices=tuple(_DTYPES), default="float32",
+                        help="dtype of the tensors (default: float32; the bandwidth is always measured in float32)")
+    parser.add_argument("--suite", type=_suites, default=list(SUITES), metavar="LIST",
+                        help=f"comma-separated suites among {','.join(SUITES)} (default: all; "
+                             "bandwidth always runs first: it gives the floors)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats: a smoke run (CI)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="time the torch.compile baselines (default: yes, except with --quick)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the table, CSV, JSON and plots (default: benchmarks/results/<machine tag>)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible to torch")
+    if args.compile is None:
+        args.compile = not args.quick
+    return args
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Runs the suites that ``args`` (from :func:`parse_args`) name and returns the report."""
+    device = torch.device(args.device)
+    dtype = _DTYPES[args.dtype]
+    torch.manual_seed(0)
+    ctx = Context(device, dtype, sizes_for(device, args.quick), args.compile)
+    if args.quick:
+        ctx.notes.append("--quick: tiny sizes (they sit in cache) and few repeats, a smoke run: its times, rates "
+                         "and floors do not describe this machine")
+    benches = build_benches(ctx, args.suite)
+    settings = _QUICK_TIMING if args.quick else _CUDA_TIMING if device.type == "cuda" else _DEFAULT_TIMING
+    cache_bytes = last_level_cache_bytes(device)
+    read_bench = next(b for b in benches if b.op == READ_OP)
+    progress = _Progress(sum(len(b.impls) for b in benches) + 1)
+    errors: list[str] = []
+    other_load = _OtherLoad()
+    measured = [(bench, run_bench(bench, device, settings, cache_bytes, progress, errors)) for bench in benches]
+    read_at_end = run_bench(read_bench, device, settings, cache_bytes, progress, errors)
+    progress.close()
+    busy = other_load.cores()
+    rates = rates_from([(b, t) for b, t in measured if b.suite == "bandwidth"])
+    end_gbs = read_bench.footprint / read_at_end["x.amax()"].median_s / 1e9 if read_at_end else None
+    ctx.notes[:0] = _reliability_notes(busy, rates.read_gbs, end_gbs)
+    return Report(
+        machine={**machine_info(device), "other_processes_cores": busy, "read_gbs_at_end": end_gbs},
+        settings={"device": args.device, "dtype": args.dtype, "suites": args.suite, "quick": args.quick,
+                  "compile": args.compile, "timing": asdict(settings)},
+        rates=rates,
+        rows=[row for bench, timings in measured for row in bench_rows(bench, timings, rates, args.dtype)],
+        warmups=[w for bench, timings in measured for w in _warmups(bench, timings)],
+        notes=[*ctx.notes, *dict.fromkeys(b.remark for b in benches if b.remark)],
+        errors=errors,
+    )
+
+
+def _reliability_notes(busy_cores: float | None, read_gbs: float, read_gbs_at_end: float | None) -> list[str]:
+    """Warnings when other processes competed for the CPU or the bandwidth drifted during the run."""
+    notes = []
+    if busy_cores is not None and busy_cores > _OtherLoad.BUSY:
+        notes.append(f"WARNING: other processes kept {busy_cores:.2f} cores busy on average during this run; "
+                     "its timings are unreliable (run it again on a quiet machine)")
+    if read_gbs_at_end is None:
+        return notes
+    drift = read_gbs_at_end / read_gbs - 1
+    message = (f"read bandwidth measured again at the end: {read_gbs_at_end:.1f} GB/s "
+               f"({drift:+.0%} from the {read_gbs:.1f} GB/s the floors use)")
+    notes.append(f"WARNING: {message}; the floors are uncertain by that much" if abs(drift) > _DRIFT else message)
+    return notes
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m fused_linreg.bench``: runs, prints the Markdown table, writes the files."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    out = args.out if args.out is not None else Path("benchmarks") / "results" / machine_tag(device)
+    report = run(args)
+    files = write_report(report, out)
+    print(markdown(report))
+    print("wrote " + ", ".join(str(f) for f in files))
+    if any(e.startswith("ours ") for e in report.errors):
+        sys.exit(1)  # a baseline that torch cannot run (e.g. in some dtype) is a note; ours failing is a bug
+
+
+if __name__ == "__main__":
+    main()
