@@ -17,6 +17,9 @@ TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10, torch.float16: 2e-2, tor
 
 def close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str) -> None:
     got, want = got.double().cpu(), want.double().cpu()
+    if not torch.equal(got.isnan(), want.isnan()):
+        raise AssertionError(f"{what} {dtype}: NaN in different places")
+    got, want = got.nan_to_num(0.0), want.nan_to_num(0.0)  # e.g. the mean of an empty loss
     scale = want.abs().max().item() if want.numel() else 0.0
     err = (got - want).abs().max().item() if want.numel() else 0.0
     if not err <= TOLERANCE[dtype] * max(scale, 1.0):
@@ -80,6 +83,40 @@ def check_sgd(dtype: torch.dtype, small: bool) -> None:
         assert all(torch.equal(a, b) for a, b in zip(before, cuda[0])), "a skipped step changed a parameter"
 
 
+def linreg_cases(small: bool):
+    # (rows, features, outputs): one block and one-block epochs, several blocks,
+    # an unaligned tail, k = 1 / 4 / 16 tiles, and rows too long for registers
+    # (the composed path: d > 32 * kCols, or k > 16).
+    shapes = [(1, 1, 1), (10, 2, 1), (37, 5, 3)]
+    if not small:
+        shapes += [(300, 7, 16), (70000, 9, 1), (513, 1500, 1), (600, 130, 16), (50, 6, 20)]
+    return shapes
+
+
+def check_linreg(dtype: torch.dtype, small: bool) -> None:
+    for rows, features, outputs in linreg_cases(small):
+        # lr below 1 / features keeps the many steps of an epoch from diverging.
+        sgd = dict(lr=0.5 / features, weight_decay=0.01, momentum=0.9, dampening=0.1, nesterov=False, maximize=False)
+        X = torch.randn(rows, features + 1, dtype=dtype)[:, 1:]
+        y = torch.randn(rows, outputs, dtype=dtype)
+        cpu = [torch.randn(outputs, features, dtype=dtype), torch.randn(outputs, dtype=dtype),
+               torch.randn(outputs, features, dtype=dtype), torch.randn(outputs, dtype=dtype)]
+        gpu = [t.cuda() for t in cpu]
+        Xc, yc = X.cuda(), y.cuda()
+        what = f"{rows}x{features}->{outputs}"
+        for got, want in zip(ops.linreg_grad(Xc, yc, *gpu[:2]), ops.linreg_grad(X, y, *cpu[:2])):
+            close(got, want, dtype, f"linreg_grad {what}")
+        close(ops.linreg_step_(Xc, yc, *gpu, True, **sgd), ops.linreg_step_(X, y, *cpu, True, **sgd), dtype,
+              f"linreg_step_ loss {what}")
+        for batch_size in (10, 300):
+            indices = torch.randperm(rows)[:2000]  # at most 200 steps: rounding differences stay small
+            close(ops.linreg_epoch_(Xc, yc, indices.cuda(), batch_size, *gpu, False, **sgd),
+                  ops.linreg_epoch_(X, y, indices, batch_size, *cpu, False, **sgd), dtype,
+                  f"linreg_epoch_ losses {what} batch {batch_size}")
+        for got, want in zip(gpu, cpu):
+            close(got, want, dtype, f"linreg parameters and buffers after the steps {what}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="fewer, smaller shapes (for racecheck)")
@@ -90,6 +127,7 @@ def main() -> None:
         check_linear(dtype, args.small)
         check_losses(dtype, args.small)
         check_sgd(dtype, args.small)
+        check_linreg(dtype, args.small)
     torch.cuda.synchronize()
     print(f"every CUDA op ran and matched the CPU kernels ({fused_linreg.__name__}, dtypes {dtypes})")
 

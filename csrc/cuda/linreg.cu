@@ -19,412 +19,26 @@
 // Rows longer than a group's registers hold (32 * Tile::kCols features, e.g.
 // 1024 floats for k = 1, 128 for k = 16) take a composed path with two passes
 // over X (cuBLAS GEMMs) that feeds the same update functor.
+//
+// This file holds the ops (checks, working copies, dtype dispatch); the kernels
+// are in linreg_kernels.cuh, compiled once per dtype by linreg_<dtype>.cu.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
-
-#include <algorithm>
 
 #include "checks.h"
 #include "kernel_utils.cuh"
-#include "linear_shapes.h"
-#include "sgd_math.h"
+#include "linreg_launch.h"
 
 namespace fused_linreg {
 namespace {
 
 using cuda::ceil_div;
-using cuda::kVec16;
-using cuda::kWarpSize;
-using cuda::load_pack;
-using cuda::Pack;
-
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / kWarpSize;
-constexpr int64_t kMinRowsPerBlock = 256;
-constexpr int64_t kTargetBlocks = 1024;
-
-// How one lane covers a row: kPacks packs of kPackWidth elements, each lane
-// holding kMaxOut * kCols accumulators in registers (at most 64 registers, and
-// at most 128 bytes per output so that the cross-warp buffer fits in shared
-// memory).
-template <typename scalar_t, int kMaxOut>
-struct Tile {
-  using opmath_t = at::opmath_type<scalar_t>;
-  static constexpr int kRegisterBudget = 64 / (kMaxOut * static_cast<int>(sizeof(opmath_t) / 4));
-  static constexpr int kSharedBudget = 128 / static_cast<int>(sizeof(opmath_t));
-  static constexpr int kColsBudget = kRegisterBudget < kSharedBudget ? kRegisterBudget : kSharedBudget;
-  static constexpr int kPackWidth = kVec16<scalar_t> < kColsBudget ? kVec16<scalar_t> : kColsBudget;
-  static constexpr int kPacks = kColsBudget / kPackWidth;
-  static constexpr int kCols = kPackWidth * kPacks;
-  static constexpr int64_t kMaxFeatures = int64_t{kWarpSize} * kCols;
-};
-
-// Calls f with std::integral_constant<int, N>, N the smallest of 1, 4, 16 that
-// holds k outputs.
-template <typename F>
-void dispatch_outputs(int64_t k, F&& f) {
-  if (k <= 1) {
-    f(std::integral_constant<int, 1>{});
-  } else if (k <= 4) {
-    f(std::integral_constant<int, 4>{});
-  } else {
-    f(std::integral_constant<int, kSkinnyMaxOut>{});
-  }
-}
-
-template <typename scalar_t>
-struct Problem {
-  const scalar_t* X;
-  const scalar_t* y;
-  const int64_t* rows;  // the minibatch's row numbers, or nullptr for rows 0..n-1
-  // Not __restrict__ or const-cached: the epoch kernel updates them between steps.
-  const scalar_t* weight;
-  const scalar_t* bias;  // nullptr without a bias
-  int64_t d;
-  int64_t k;
-  C10_HOST_DEVICE int64_t num_sums() const { return k * (d + 1) + 1; }
-};
-
-// Sum numbering, as on the CPU: output o owns d weight sums then its bias sum;
-// the loss sum is last.
-struct SumIndex {
-  int64_t d;
-  int64_t k;
-  __device__ bool is_loss(int64_t e) const { return e == k * (d + 1); }
-  __device__ int64_t output(int64_t e) const { return e / (d + 1); }
-  __device__ int64_t column(int64_t e) const { return e % (d + 1); }  // d: the bias
-};
-
-// Stores loss and gradients: the sums divided by n.
-template <typename scalar_t>
-struct StoreGrads {
-  using opmath_t = at::opmath_type<scalar_t>;
-  scalar_t* loss;
-  scalar_t* grad_weight;
-  scalar_t* grad_bias;
-  SumIndex index;
-  opmath_t inv_n;
-
-  __device__ void operator()(int64_t e, opmath_t total) const {
-    const opmath_t value = total * inv_n;
-    if (index.is_loss(e)) {
-      *loss = static_cast<scalar_t>(value);
-      return;
-    }
-    const int64_t o = index.output(e), c = index.column(e);
-    if (c == index.d) {
-      grad_bias[o] = static_cast<scalar_t>(value);
-    } else {
-      grad_weight[o * index.d + c] = static_cast<scalar_t>(value);
-    }
-  }
-};
-
-// Applies the SGD update of one parameter element from its gradient sum, or
-// stores the loss.
-template <typename scalar_t>
-struct ApplyStep {
-  using opmath_t = at::opmath_type<scalar_t>;
-  scalar_t* loss;
-  scalar_t* weight;
-  scalar_t* bias;
-  scalar_t* weight_momentum;  // nullptr without momentum
-  scalar_t* bias_momentum;
-  SumIndex index;
-  opmath_t inv_n;
-  bool first_step;
-  SgdScalars<opmath_t> sgd;
-
-  __device__ void update(scalar_t* param, scalar_t* buf, int64_t i, opmath_t grad) const {
-    opmath_t b = (buf != nullptr && !first_step) ? static_cast<opmath_t>(buf[i]) : opmath_t(0);
-    param[i] = static_cast<scalar_t>(sgd_update(static_cast<opmath_t>(param[i]), grad, b, first_step, sgd));
-    if (buf != nullptr) buf[i] = static_cast<scalar_t>(b);
-  }
-
-  __device__ void operator()(int64_t e, opmath_t total) const {
-    const opmath_t value = total * inv_n;
-    if (index.is_loss(e)) {
-      *loss = static_cast<scalar_t>(value);
-      return;
-    }
-    const int64_t o = index.output(e), c = index.column(e);
-    if (c == index.d) {
-      if (bias != nullptr) update(bias, bias_momentum, o, value);
-    } else {
-      update(weight, weight_momentum, o * index.d + c, value);
-    }
-  }
-};
-
-// A block's sums, to be added over blocks by the second kernel.
-template <typename opmath_t>
-struct StorePartials {
-  opmath_t* block_partials;
-  __device__ void operator()(int64_t e, opmath_t total) const { block_partials[e] = total; }
-};
-
-template <typename opmath_t, int kCols>
-struct CrossWarpBuffer {
-  opmath_t values[kWarps][kWarpSize][kCols + 1];
-};
-
-// Adds value over the groups of a warp that share a lane index (lanes apart),
-// with a fixed butterfly.
-template <typename T>
-__device__ __forceinline__ T sum_over_groups(T value, int lanes) {
-  for (int offset = kWarpSize / 2; offset >= lanes; offset /= 2) {
-    value += __shfl_xor_sync(cuda::kFullWarpMask, value, offset);
-  }
-  return value;
-}
-
-// The loss and gradient sums of rows [row_begin, row_end) of the minibatch,
-// handed to emit(sum_index, total) by the threads t < lanes. Every thread of
-// the block must call it; it ends with a barrier.
-template <typename scalar_t, int kMaxOut, bool kAligned, typename Emit>
-__device__ void block_sums(const Problem<scalar_t>& p, int64_t row_begin, int64_t row_end, int lanes,
-                           CrossWarpBuffer<at::opmath_type<scalar_t>, Tile<scalar_t, kMaxOut>::kCols>& buffer,
-                           const Emit& emit) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  using T = Tile<scalar_t, kMaxOut>;
-  constexpr int kW = T::kPackWidth;
-  const int lane = threadIdx.x % lanes;
-  const int group = threadIdx.x / lanes;
-  const int groups = blockDim.x / lanes;
-  const int64_t packs_per_row = ceil_div(p.d, kW);
-
-  opmath_t acc[kMaxOut][T::kCols];
-  opmath_t bias_acc[kMaxOut];
-  opmath_t loss = 0;
-#pragma unroll
-  for (int o = 0; o < kMaxOut; ++o) {
-    bias_acc[o] = 0;
-#pragma unroll
-    for (int c = 0; c < T::kCols; ++c) acc[o][c] = 0;
-  }
-
-  // The loop runs the same trips on every thread so that all lanes reach the shuffles.
-  for (int64_t base = row_begin; base < row_end; base += groups) {
-    const int64_t i = base + group;
-    const bool valid = i < row_end;
-    const int64_t row = valid ? (p.rows != nullptr ? p.rows[i] : i) : 0;
-    Pack<scalar_t, kW> x[T::kPacks];
-#pragma unroll
-    for (int q = 0; q < T::kPacks; ++q) {
-      const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
-      x[q] = load_pack<kW, kAligned>(p.X + row * p.d + col, valid && col < p.d ? p.d - col : int64_t{0});
-    }
-#pragma unroll
-    for (int o = 0; o < kMaxOut; ++o) {
-      if (o < p.k) {
-        opmath_t dot = 0;
-#pragma unroll
-        for (int q = 0; q < T::kPacks; ++q) {
-          const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
-          const Pack<scalar_t, kW> w =
-              load_pack<kW, kAligned>(p.weight + o * p.d + col, col < p.d ? p.d - col : int64_t{0});
-#pragma unroll
-          for (int j = 0; j < kW; ++j) dot += static_cast<opmath_t>(x[q].v[j]) * static_cast<opmath_t>(w.v[j]);
-        }
-        dot = cuda::group_sum(dot, lanes);
-        opmath_t r = 0;
-        if (valid) {
-          const opmath_t b = p.bias != nullptr ? static_cast<opmath_t>(p.bias[o]) : opmath_t(0);
-          r = dot + b - static_cast<opmath_t>(p.y[row * p.k + o]);
-        }
-#pragma unroll
-        for (int q = 0; q < T::kPacks; ++q) {
-#pragma unroll
-          for (int j = 0; j < kW; ++j) acc[o][q * kW + j] += r * static_cast<opmath_t>(x[q].v[j]);
-        }
-        if (lane == 0) {
-          bias_acc[o] += r;
-          loss += opmath_t(0.5) * r * r;
-        }
-      }
-    }
-  }
-
-  const int warp = threadIdx.x / kWarpSize;
-  const int warp_lane = threadIdx.x % kWarpSize;
-  const bool holds_warp_total = warp_lane < lanes;
-  const int64_t row_sums = p.d + 1;
-#pragma unroll
-  for (int o = 0; o < kMaxOut; ++o) {
-    if (o < p.k) {
-#pragma unroll
-      for (int c = 0; c < T::kCols; ++c) acc[o][c] = sum_over_groups(acc[o][c], lanes);
-      bias_acc[o] = sum_over_groups(bias_acc[o], lanes);
-      if (holds_warp_total) {
-#pragma unroll
-        for (int c = 0; c < T::kCols; ++c) buffer.values[warp][warp_lane][c] = acc[o][c];
-        buffer.values[warp][warp_lane][T::kCols] = bias_acc[o];
-      }
-      __syncthreads();
-      if (threadIdx.x < lanes) {
-#pragma unroll
-        for (int q = 0; q < T::kPacks; ++q) {
-#pragma unroll
-          for (int j = 0; j < kW; ++j) {
-            const int64_t col = (threadIdx.x + static_cast<int64_t>(q) * lanes) * kW + j;
-            if (col < p.d) {
-              opmath_t total = 0;
-              for (int w = 0; w < kWarps; ++w) total += buffer.values[w][threadIdx.x][q * kW + j];
-              emit(o * row_sums + col, total);
-            }
-          }
-        }
-        if (threadIdx.x == 0) {
-          opmath_t total = 0;
-          for (int w = 0; w < kWarps; ++w) total += buffer.values[w][0][T::kCols];
-          emit(o * row_sums + p.d, total);
-        }
-      }
-      __syncthreads();
-    }
-  }
-  loss = sum_over_groups(loss, lanes);
-  if (warp_lane == 0) buffer.values[warp][0][0] = loss;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    opmath_t total = 0;
-    for (int w = 0; w < kWarps; ++w) total += buffer.values[w][0][0];
-    emit(p.k * row_sums, total);
-  }
-  __syncthreads();
-}
-
-// One step's sums: block b takes rows [b * rows_per_block, ...). With one block
-// the sums go straight to `final`; otherwise to the block's row of partials.
-template <typename scalar_t, int kMaxOut, bool kAligned, typename Final>
-__global__ void __launch_bounds__(kThreads)
-    linreg_sums_kernel(Problem<scalar_t> p, int64_t n, int64_t rows_per_block, int lanes,
-                       at::opmath_type<scalar_t>* partials, Final final) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ CrossWarpBuffer<opmath_t, Tile<scalar_t, kMaxOut>::kCols> buffer;
-  const int64_t row_begin = blockIdx.x * rows_per_block;
-  const int64_t row_end = std::min(n, row_begin + rows_per_block);
-  const int64_t num_sums = p.num_sums();
-  if (partials == nullptr) {
-    block_sums<scalar_t, kMaxOut, kAligned>(p, row_begin, row_end, lanes, buffer, final);
-  } else {
-    const StorePartials<opmath_t> store{partials + blockIdx.x * num_sums};
-    block_sums<scalar_t, kMaxOut, kAligned>(p, row_begin, row_end, lanes, buffer, store);
-  }
-}
-
-// A whole epoch of one-block steps in one launch: step s updates the model
-// from rows indices[s * batch_size, ...) before step s + 1 reads it.
-template <typename scalar_t, int kMaxOut, bool kAligned>
-__global__ void __launch_bounds__(kThreads)
-    linreg_epoch_kernel(Problem<scalar_t> p, const int64_t* indices, int64_t total_rows, int64_t batch_size,
-                        int lanes, ApplyStep<scalar_t> apply, scalar_t* losses, bool is_first_step) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ CrossWarpBuffer<opmath_t, Tile<scalar_t, kMaxOut>::kCols> buffer;
-  const int64_t steps = ceil_div(total_rows, batch_size);
-  for (int64_t step = 0; step < steps; ++step) {
-    const int64_t begin = step * batch_size;
-    const int64_t n = std::min(batch_size, total_rows - begin);
-    Problem<scalar_t> batch = p;
-    batch.rows = indices + begin;
-    ApplyStep<scalar_t> step_apply = apply;
-    step_apply.loss = losses + step;
-    step_apply.inv_n = opmath_t(1) / static_cast<opmath_t>(n);
-    step_apply.first_step = is_first_step && step == 0;
-    // block_sums ends with a barrier, after which this step's updates are
-    // visible to the whole block.
-    block_sums<scalar_t, kMaxOut, kAligned>(batch, 0, n, lanes, buffer, step_apply);
-  }
-}
-
-// Row blocks of a step: a function of the shape only, so the summation order
-// is too. One block up to kMinRowsPerBlock rows (the epoch kernel relies on it).
-int64_t row_blocks(int64_t n, int64_t num_sums) {
-  constexpr int64_t kPartialSumsAlwaysAllowed = int64_t{1} << 22;
-  const int64_t by_rows = ceil_div(n, kMinRowsPerBlock);
-  const int64_t by_memory = std::max<int64_t>(1, kPartialSumsAlwaysAllowed / num_sums);
-  return std::max<int64_t>(1, std::min({by_rows, kTargetBlocks, by_memory}));
-}
-
-template <typename scalar_t, int kMaxOut>
-int lanes_for(int64_t d) {
-  using T = Tile<scalar_t, kMaxOut>;
-  return cuda::pow2_at_least(ceil_div(ceil_div(d, T::kPackWidth), T::kPacks), kWarpSize);
-}
-
-template <typename scalar_t, int kMaxOut>
-bool fits_registers(int64_t d) {
-  return d <= Tile<scalar_t, kMaxOut>::kMaxFeatures;
-}
-
-template <typename scalar_t>
-bool is_aligned_problem(const Problem<scalar_t>& p, int pack_width) {
-  const int64_t bytes = static_cast<int64_t>(sizeof(scalar_t)) * pack_width;
-  return p.d % pack_width == 0 && cuda::is_aligned(p.X, bytes) && cuda::is_aligned(p.weight, bytes);
-}
-
-// The composed path for rows too long for registers: r = X W^T + b - y, then
-// the sums as GEMMs, handed to `final` like the fused kernel's.
-template <typename scalar_t, typename Final>
-void composed_step(const Problem<scalar_t>& p, const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                   const std::optional<at::Tensor>& bias, const Final& final, cudaStream_t stream) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  const auto acc_type = c10::CppTypeToScalarType<opmath_t>::value;
-  const at::Tensor Xo = X.to(acc_type);
-  at::Tensor r = at::mm(Xo, weight.to(acc_type).t());
-  if (bias.has_value()) r.add_(bias->to(acc_type));
-  r.sub_(y.to(acc_type).view({X.size(0), p.k}));
-  const at::Tensor weight_sums = at::cat({at::mm(r.t(), Xo), r.sum(0).unsqueeze(1)}, 1).flatten();
-  const at::Tensor loss_sum = (r * r).sum().mul_(0.5).view({1});
-  const at::Tensor totals = at::cat({weight_sums, loss_sum}).contiguous();
-  cuda::launch_sum_partials(totals.const_data_ptr<opmath_t>(), 1, p.num_sums(), final, stream);
-}
-
-// One step (or gradient) over the rows of `p`: the fused kernel and, with
-// several blocks, the sum of their partials.
-template <typename scalar_t, typename Final>
-void launch_sums(const Problem<scalar_t>& p, int64_t n, const at::Tensor& X, const Final& final,
-                 cudaStream_t stream) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  const int64_t num_sums = p.num_sums();
-  const int64_t blocks = ceil_div(n, ceil_div(n, row_blocks(n, num_sums)));
-  const int64_t rows_per_block = ceil_div(n, blocks);
-  at::Tensor partials;
-  opmath_t* partials_ptr = nullptr;
-  if (blocks > 1) {
-    partials = at::empty({blocks, num_sums}, X.options().dtype(c10::CppTypeToScalarType<opmath_t>::value));
-    partials_ptr = partials.mutable_data_ptr<opmath_t>();
-  }
-  dispatch_outputs(p.k, [&](auto max_out) {
-    constexpr int kMaxOut = decltype(max_out)::value;
-    const int lanes = lanes_for<scalar_t, kMaxOut>(p.d);
-    cuda::dispatch_bool(is_aligned_problem(p, Tile<scalar_t, kMaxOut>::kPackWidth), [&](auto aligned) {
-      linreg_sums_kernel<scalar_t, kMaxOut, decltype(aligned)::value>
-          <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p, n, rows_per_block, lanes, partials_ptr, final);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  });
-  if (blocks > 1) cuda::launch_sum_partials(partials_ptr, blocks, num_sums, final, stream);
-}
-
-template <typename scalar_t>
-bool fits_fused_kernel(int64_t d, int64_t k) {
-  bool fits = false;
-  dispatch_outputs(k, [&](auto max_out) { fits = is_skinny(k) && fits_registers<scalar_t, decltype(max_out)::value>(d); });
-  return fits;
-}
-
-template <typename scalar_t>
-Problem<scalar_t> make_problem(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                               const std::optional<at::Tensor>& bias) {
-  return {X.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), nullptr, weight.const_data_ptr<scalar_t>(),
-          bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr, X.size(1), weight.size(0)};
-}
+using linreg_cuda::launch_linreg_grad;
+using linreg_cuda::launch_linreg_steps;
+using linreg_cuda::LinregTensors;
+using linreg_cuda::UpdateArgs;
 
 std::optional<at::Tensor> defined_or_none(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t : std::nullopt;
@@ -439,22 +53,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linreg_grad_cuda(const at::Tensor
   const at::Tensor Xc = X.contiguous(), yc = y.contiguous(), wc = weight.contiguous();
   std::optional<at::Tensor> bias = defined_or_none(bias_arg);
   if (bias) bias = bias->contiguous();
-  const int64_t n = X.size(0), d = X.size(1), k = weight.size(0);
+  const int64_t d = X.size(1), k = weight.size(0);
   at::Tensor loss = at::empty({}, X.options());
   at::Tensor grad_weight = at::empty({k, d}, X.options());
   at::Tensor grad_bias = at::empty({k}, X.options());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const LinregTensors tensors{Xc, yc, wc, bias, std::nullopt, std::nullopt};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, X.scalar_type(), "fused_linreg.linreg_grad", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    const Problem<scalar_t> p = make_problem<scalar_t>(Xc, yc, wc, bias);
-    const StoreGrads<scalar_t> store{loss.mutable_data_ptr<scalar_t>(), grad_weight.mutable_data_ptr<scalar_t>(),
-                                     grad_bias.mutable_data_ptr<scalar_t>(), SumIndex{d, k},
-                                     opmath_t(1) / static_cast<opmath_t>(n)};
-    if (fits_fused_kernel<scalar_t>(d, k)) {
-      launch_sums(p, n, Xc, store, stream);
-    } else {
-      composed_step(p, Xc, yc, wc, bias, store, stream);
-    }
+    launch_linreg_grad<scalar_t>(tensors, loss, grad_weight, grad_bias);
   });
   return {loss, grad_weight, grad_bias};
 }
@@ -467,10 +72,6 @@ class InPlace {
         work_(original_.defined() ? original_.contiguous() : at::Tensor()) {}
   const at::Tensor& tensor() const { return work_; }
   std::optional<at::Tensor> optional() const { return work_.defined() ? std::optional<at::Tensor>(work_) : std::nullopt; }
-  template <typename scalar_t>
-  scalar_t* data() const {
-    return work_.defined() ? work_.mutable_data_ptr<scalar_t>() : nullptr;
-  }
   void finish() {
     if (work_.defined() && !work_.is_same(original_)) original_.copy_(work_);
   }
@@ -480,23 +81,6 @@ class InPlace {
   at::Tensor work_;
 };
 
-struct UpdateArgs {
-  double lr;
-  SgdOptions opt;
-  bool is_first_step;
-};
-
-template <typename scalar_t>
-ApplyStep<scalar_t> make_apply(const InPlace& w, const InPlace& b, const InPlace& wm, const InPlace& bm, int64_t d,
-                               int64_t k, const UpdateArgs& a) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  const SgdScalars<opmath_t> sgd{static_cast<opmath_t>(a.lr), static_cast<opmath_t>(a.opt.weight_decay),
-                                 static_cast<opmath_t>(a.opt.momentum), static_cast<opmath_t>(a.opt.dampening),
-                                 a.opt.nesterov, a.opt.maximize};
-  return {nullptr, w.data<scalar_t>(), b.data<scalar_t>(), wm.data<scalar_t>(), bm.data<scalar_t>(), SumIndex{d, k},
-          opmath_t(1), a.is_first_step, sgd};
-}
-
 // Steps over consecutive minibatches of `indices` (undefined: one step over
 // all rows of X). Returns the per-step losses.
 at::Tensor run_steps(const at::Tensor& X, const at::Tensor& y, const at::Tensor& indices, int64_t batch_size,
@@ -505,49 +89,14 @@ at::Tensor run_steps(const at::Tensor& X, const at::Tensor& y, const at::Tensor&
                      const std::optional<at::Tensor>& bias_momentum, const UpdateArgs& args) {
   const c10::cuda::OptionalCUDAGuard guard(X.device());
   const at::Tensor Xc = X.contiguous(), yc = y.contiguous();
-  const int64_t d = X.size(1), k = weight.size(0);
   const int64_t total_rows = indices.defined() ? indices.numel() : X.size(0);
-  const int64_t steps = ceil_div(total_rows, batch_size);
-  at::Tensor losses = at::empty({steps}, X.options());
+  at::Tensor losses = at::empty({ceil_div(total_rows, batch_size)}, X.options());
   const bool momentum = args.opt.momentum != 0.0;
   InPlace w(weight), b(defined_or_none(bias)), wm(momentum ? weight_momentum : std::nullopt),
       bm(momentum ? bias_momentum : std::nullopt);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const LinregTensors tensors{Xc, yc, w.tensor(), b.optional(), wm.optional(), bm.optional()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, X.scalar_type(), "fused_linreg.linreg_step_", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    const ApplyStep<scalar_t> apply = make_apply<scalar_t>(w, b, wm, bm, d, k, args);
-    const Problem<scalar_t> whole = make_problem<scalar_t>(Xc, yc, w.tensor(), b.optional());
-    const bool fused = fits_fused_kernel<scalar_t>(d, k);
-    if (indices.defined() && fused && batch_size <= kMinRowsPerBlock) {
-      dispatch_outputs(k, [&](auto max_out) {
-        constexpr int kMaxOut = decltype(max_out)::value;
-        cuda::dispatch_bool(is_aligned_problem(whole, Tile<scalar_t, kMaxOut>::kPackWidth), [&](auto aligned) {
-          linreg_epoch_kernel<scalar_t, kMaxOut, decltype(aligned)::value><<<1, kThreads, 0, stream>>>(
-              whole, indices.const_data_ptr<int64_t>(), total_rows, batch_size, lanes_for<scalar_t, kMaxOut>(d),
-              apply, losses.mutable_data_ptr<scalar_t>(), args.is_first_step);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
-      });
-      return;
-    }
-    for (int64_t step = 0; step < steps; ++step) {
-      const int64_t begin = step * batch_size;
-      const int64_t n = std::min(batch_size, total_rows - begin);
-      ApplyStep<scalar_t> step_apply = apply;
-      step_apply.loss = losses.mutable_data_ptr<scalar_t>() + step;
-      step_apply.inv_n = opmath_t(1) / static_cast<opmath_t>(n);
-      step_apply.first_step = args.is_first_step && step == 0;
-      Problem<scalar_t> batch = whole;
-      if (indices.defined()) batch.rows = indices.const_data_ptr<int64_t>() + begin;
-      if (fused) {
-        launch_sums(batch, n, Xc, step_apply, stream);
-      } else {
-        const at::Tensor rows = indices.defined() ? indices.slice(0, begin, begin + n) : at::Tensor();
-        const at::Tensor Xb = rows.defined() ? Xc.index_select(0, rows) : Xc;
-        const at::Tensor yb = rows.defined() ? yc.index_select(0, rows) : yc;
-        composed_step(batch, Xb, yb, w.tensor(), b.optional(), step_apply, stream);
-      }
-    }
+    launch_linreg_steps<scalar_t>(tensors, indices, batch_size, args, losses);
   });
   w.finish();
   b.finish();
