@@ -3,7 +3,8 @@
 # 2.11 + CUDA 13, Python 3.12, no network):
 #   bash benchmarks/gpu_check.sh
 # It builds the extension, runs the CUDA tests, runs compute-sanitizer
-# (memcheck, racecheck) over every CUDA op, runs the GPU benchmarks, and writes
+# (memcheck, racecheck) over every CUDA op, runs the GPU benchmarks, profiles
+# the fused linreg kernels (ncu), and writes
 # its logs and results under $OUT (default: benchmarks/results/gpu-check).
 # Stages run in order of importance, each under its own time limit, and all of
 # them inside BUDGET seconds (default 430): a stage that would start with less
@@ -55,7 +56,7 @@ run_stage() {  # run_stage NAME LIMIT_SECONDS COMMAND...  (appends to $OUT/NAME.
 } 2>&1 | sed 's/^/    /' > "$OUT/summary.md"
 cat "$OUT/summary.md"
 
-STAGES="${STAGES:-tests memcheck bench bench_kernels racecheck}"
+STAGES="${STAGES:-tests memcheck bench profile bench_kernels racecheck}"
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
 # A hung kernel should fail one test, not the whole stage; the image has xdist.
 pytest_flags=(-q -p no:cacheprovider -rfE --tb=short)
@@ -63,12 +64,17 @@ pytest_flags=(-q -p no:cacheprovider -rfE --tb=short)
 "$PY" -c "import xdist" 2>/dev/null && pytest_flags+=(-n 8)
 
 if run_stage build 300 env FORCE_CUDA=1 "$PY" setup.py build_ext --inplace; then
+  mv "$OUT/build.log" build/  # only a failed build's log comes back: the device returns at most 8 files
   wants tests && run_stage tests 170 "$PY" -m pytest tests -m cuda "${pytest_flags[@]}"
   wants memcheck && run_stage memcheck 90 compute-sanitizer --tool memcheck --print-limit 20 --error-exitcode 1 "$PY" benchmarks/cuda_ops_smoke.py
   # The device tool brings back at most 8 files: the benchmark logs hold the
   # tables; CSV, JSON and plots stay on the device.
   wants bench && run_stage bench 150 "$PY" benchmarks/gpu_bench.py --suite step,book,sgd --out "$PWD/build/gpu_bench" &&
     cp build/gpu_bench/gpu_bench.md "$OUT/gpu_bench.md"
+  # Hardware counters of the fused step on a large X and of the book-scale epoch.
+  wants profile && run_stage profile 60 ncu --clock-control none --kernel-name regex:linreg_ --launch-skip 2 \
+    --launch-count 2 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis "$PY" benchmarks/profile_step.py
   wants bench_kernels &&
     run_stage bench_kernels 90 "$PY" benchmarks/gpu_bench.py --suite linear,loss --no-compile --out "$PWD/build/gpu_bench_kernels"
   wants racecheck && run_stage racecheck 90 compute-sanitizer --tool racecheck --print-limit 20 --error-exitcode 1 "$PY" benchmarks/cuda_ops_smoke.py --small

@@ -268,4 +268,14 @@ inline void check_epoch_indices(const at::Tensor& indices, const at::Tensor& X, 
   TORCH_CHECK(indices.numel() >= 1, "fused_linreg.linreg_epoch_: indices is empty (an epoch needs at least one row)");
 }
 
+// Every row number of a contiguous CPU int64 `rows` is a row of X (num_rows rows);
+// the error names the first one that is not.
+inline void check_epoch_rows_in_range(const at::Tensor& rows, int64_t num_rows) {
+  const int64_t* ids = rows.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < rows.numel(); ++i) {
+    TORCH_CHECK(ids[i] >= 0 && ids[i] < num_rows, "fused_linreg.linreg_epoch_: indices[", i, "] = ", ids[i],
+                " is out of range for X with ", num_rows, " rows");
+  }
+}
+
 }  // namespace fused_linreg

@@ -275,11 +275,7 @@ at::Tensor linreg_epoch_cpu(const at::Tensor& X, const at::Tensor& y, const at::
   check_linreg_update_args(weight, bias, weight_momentum, bias_momentum, lr, args.opt, "linreg_epoch_");
   check_epoch_indices(indices, X, batch_size);
   const at::Tensor rows = indices.contiguous();
-  const int64_t* ids = rows.const_data_ptr<int64_t>();
-  for (int64_t i = 0; i < rows.numel(); ++i) {
-    TORCH_CHECK(ids[i] >= 0 && ids[i] < X.size(0), "fused_linreg.linreg_epoch_: indices[", i, "] = ", ids[i],
-                " is out of range for X with ", X.size(0), " rows");
-  }
+  check_epoch_rows_in_range(rows, X.size(0));
   return run_steps(X, y, rows, batch_size, weight, bias, weight_momentum, bias_momentum, args);
 }
 

@@ -272,6 +272,8 @@ def sgd_inf_lr(device, g):
 
 @case(RuntimeError, r"fused_linreg\.sgd_: lr must be finite and >= 0")
 def sgd_negative_tensor_lr(device, g):
+    if device == "cuda":
+        pytest.skip("a CUDA tensor lr is read on the device without a host sync, so its value is not checked")
     return sgd_call(*sgd_lists(device, g), lr=torch.tensor(-0.5, device=device))
 
 

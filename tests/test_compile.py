@@ -47,20 +47,27 @@ def split_step(compile_fn):
 
     def step(X, y, params, buffers):
         loss = compiled_loss(X, y, *params)
-        grads = torch.autograd.grad(loss, params)
-        compiled_update(params, list(grads), buffers)
+        # Under CUDA graphs the backward's outputs live in the graphs' memory pool, which
+        # the update's graph may reuse: torch asks for a copy made outside the graphs.
+        grads = [g.clone() for g in torch.autograd.grad(loss, params)]
+        compiled_update(params, grads, buffers)
         return loss.detach()
 
     return step
 
 
-def train(step, device, generator):
-    """STEPS training steps of a 3-output linear regression from fixed data and init."""
+def train(step, device, generator, zero_buffers=False):
+    """STEPS training steps of a 3-output linear regression from fixed data and init.
+
+    With `zero_buffers` the momentum buffers start as zeros instead of None: the same
+    first update without dampening (buf = 0.9 * 0 + g = g), but allocated outside the
+    compiled code, as CUDA graphs need (a buffer created inside one lives in the graphs'
+    pool and a later replay overwrites it)."""
     X = randn((256, 16), generator=generator, device=device)
     y = randn((256, 3), generator=generator, device=device)
     params = [randn((3, 16), generator=generator, device=device, requires_grad=True),
               randn((3,), generator=generator, device=device, requires_grad=True)]
-    buffers = [None, None]
+    buffers = [torch.zeros_like(p) for p in params] if zero_buffers else [None, None]
     losses = [step(X, y, params, buffers).clone() for _ in range(STEPS)]
     return losses, params, buffers
 
@@ -77,7 +84,8 @@ def test_compiled_training_step_matches_eager(device, mode):
     def compile_fn(fn):
         return torch.compile(fn, fullgraph=True, mode=mode)
 
-    compiled = train(split_step(compile_fn), device, torch.Generator().manual_seed(0))
+    cuda_graphs = mode == "reduce-overhead"
+    compiled = train(split_step(compile_fn), device, torch.Generator().manual_seed(0), zero_buffers=cuda_graphs)
     eager = train(whole_step, device, torch.Generator().manual_seed(0))
     assert_same_training(compiled, eager)
 

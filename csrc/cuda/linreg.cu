@@ -126,10 +126,12 @@ at::Tensor linreg_epoch_cuda(const at::Tensor& X, const at::Tensor& y, const at:
   check_linreg_update_args(weight, bias, weight_momentum, bias_momentum, lr, args.opt, "linreg_epoch_");
   check_epoch_indices(indices, X, batch_size);
   const c10::cuda::OptionalCUDAGuard guard(X.device());
-  // One host sync per epoch: an out-of-range row must raise before anything is written.
+  // One host sync per epoch: an out-of-range row must raise before anything is
+  // written. Only a failing check copies the indices to the host, to name the row.
   const at::Tensor rows = indices.contiguous();
-  const bool in_range = at::logical_and(rows >= 0, rows < X.size(0)).all().item<bool>();
-  TORCH_CHECK(in_range, "fused_linreg.linreg_epoch_: indices has values out of range for X with ", X.size(0), " rows");
+  if (!at::logical_and(rows >= 0, rows < X.size(0)).all().item<bool>()) {
+    check_epoch_rows_in_range(rows.cpu(), X.size(0));
+  }
   return run_steps(X, y, rows, batch_size, weight, bias, weight_momentum, bias_momentum, args);
 }
 

@@ -25,6 +25,7 @@ using cuda::Pack;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
+constexpr int kRowsPerTrip = 2;
 constexpr int64_t kMinRowsPerBlock = 256;
 constexpr int64_t kTargetBlocks = 1024;
 
@@ -188,49 +189,65 @@ __device__ void block_sums(const Problem<scalar_t>& p, int64_t row_begin, int64_
     for (int c = 0; c < T::kCols; ++c) acc[o][c] = 0;
   }
 
-  // The loop runs the same trips on every thread so that all lanes reach the shuffles.
-  for (int64_t base = row_begin; base < row_end; base += groups) {
-    const int64_t i = base + group;
-    const bool valid = i < row_end;
-    const int64_t row = valid ? (p.rows != nullptr ? p.rows[i] : i) : 0;
-    Pack<scalar_t, kW> x[T::kPacks];
+  // Each trip loads kRowsPerTrip rows of X and their targets before using any,
+  // so that a lane has that many rows' loads in flight; rows are still added in
+  // row order. The loop runs the same trips on every thread so that all lanes
+  // reach the shuffles.
+  for (int64_t base = row_begin; base < row_end; base += kRowsPerTrip * groups) {
+    bool valid[kRowsPerTrip];
+    Pack<scalar_t, kW> x[kRowsPerTrip][T::kPacks];
+    opmath_t target[kRowsPerTrip][kMaxOut];
 #pragma unroll
-    for (int q = 0; q < T::kPacks; ++q) {
-      const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
-      x[q] = load_pack<kW, kAligned>(p.X + row * p.d + col, valid && col < p.d ? p.d - col : int64_t{0});
+    for (int u = 0; u < kRowsPerTrip; ++u) {
+      const int64_t i = base + u * groups + group;
+      valid[u] = i < row_end;
+      const int64_t row = valid[u] ? (p.rows != nullptr ? p.rows[i] : i) : 0;
+#pragma unroll
+      for (int q = 0; q < T::kPacks; ++q) {
+        const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
+        x[u][q] = load_pack<kW, kAligned>(p.X + row * p.d + col, valid[u] && col < p.d ? p.d - col : int64_t{0});
+      }
+#pragma unroll
+      for (int o = 0; o < kMaxOut; ++o) {
+        target[u][o] = valid[u] && o < p.k ? static_cast<opmath_t>(p.y[row * p.k + o]) : opmath_t(0);
+      }
     }
 #pragma unroll
-    for (int o = 0; o < kMaxOut; ++o) {
-      if (o < p.k) {
-        opmath_t dot = 0;
+    for (int u = 0; u < kRowsPerTrip; ++u) {
 #pragma unroll
-        for (int q = 0; q < T::kPacks; ++q) {
-          const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
-          const Pack<scalar_t, kW> w =
-              load_pack<kW, kAligned>(p.weight + o * p.d + col, col < p.d ? p.d - col : int64_t{0});
+      for (int o = 0; o < kMaxOut; ++o) {
+        if (o < p.k) {
+          opmath_t dot = 0;
 #pragma unroll
-          for (int j = 0; j < kW; ++j) dot += static_cast<opmath_t>(x[q].v[j]) * static_cast<opmath_t>(w.v[j]);
-        }
-        dot = cuda::group_sum(dot, lanes);
-        opmath_t r = 0;
-        if (valid) {
-          const opmath_t b = p.bias != nullptr ? static_cast<opmath_t>(p.bias[o]) : opmath_t(0);
-          r = dot + b - static_cast<opmath_t>(p.y[row * p.k + o]);
-        }
+          for (int q = 0; q < T::kPacks; ++q) {
+            const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
+            const Pack<scalar_t, kW> w =
+                load_pack<kW, kAligned>(p.weight + o * p.d + col, col < p.d ? p.d - col : int64_t{0});
 #pragma unroll
-        for (int q = 0; q < T::kPacks; ++q) {
+            for (int j = 0; j < kW; ++j) dot += static_cast<opmath_t>(x[u][q].v[j]) * static_cast<opmath_t>(w.v[j]);
+          }
+          dot = cuda::group_sum(dot, lanes);
+          opmath_t r = 0;
+          if (valid[u]) {
+            const opmath_t b = p.bias != nullptr ? static_cast<opmath_t>(p.bias[o]) : opmath_t(0);
+            r = dot + b - target[u][o];
+          }
 #pragma unroll
-          for (int j = 0; j < kW; ++j) acc[o][q * kW + j] += r * static_cast<opmath_t>(x[q].v[j]);
-        }
-        if (lane == 0) {
-          bias_acc[o] += r;
-          loss += opmath_t(0.5) * r * r;
+          for (int q = 0; q < T::kPacks; ++q) {
+#pragma unroll
+            for (int j = 0; j < kW; ++j) acc[o][q * kW + j] += r * static_cast<opmath_t>(x[u][q].v[j]);
+          }
+          if (lane == 0) {
+            bias_acc[o] += r;
+            loss += opmath_t(0.5) * r * r;
+          }
         }
       }
     }
   }
 
   const int warp = threadIdx.x / kWarpSize;
+  const int warps = blockDim.x / kWarpSize;
   const int warp_lane = threadIdx.x % kWarpSize;
   const bool holds_warp_total = warp_lane < lanes;
   const int64_t row_sums = p.d + 1;
@@ -254,14 +271,14 @@ __device__ void block_sums(const Problem<scalar_t>& p, int64_t row_begin, int64_
             const int64_t col = (threadIdx.x + static_cast<int64_t>(q) * lanes) * kW + j;
             if (col < p.d) {
               opmath_t total = 0;
-              for (int w = 0; w < kWarps; ++w) total += buffer.values[w][threadIdx.x][q * kW + j];
+              for (int w = 0; w < warps; ++w) total += buffer.values[w][threadIdx.x][q * kW + j];
               emit(o * row_sums + col, total);
             }
           }
         }
         if (threadIdx.x == 0) {
           opmath_t total = 0;
-          for (int w = 0; w < kWarps; ++w) total += buffer.values[w][0][T::kCols];
+          for (int w = 0; w < warps; ++w) total += buffer.values[w][0][T::kCols];
           emit(o * row_sums + p.d, total);
         }
       }
@@ -273,7 +290,7 @@ __device__ void block_sums(const Problem<scalar_t>& p, int64_t row_begin, int64_
   __syncthreads();
   if (threadIdx.x == 0) {
     opmath_t total = 0;
-    for (int w = 0; w < kWarps; ++w) total += buffer.values[w][0][0];
+    for (int w = 0; w < warps; ++w) total += buffer.values[w][0][0];
     emit(p.k * row_sums, total);
   }
   __syncthreads();
@@ -331,6 +348,14 @@ inline int64_t row_blocks(int64_t n, int64_t num_sums) {
   return std::max<int64_t>(1, std::min({by_rows, kTargetBlocks, by_memory}));
 }
 
+// Threads of a one-block step over n rows: only the warps that get a row, so
+// that small minibatches (the book's 10 rows) pay for one warp's barriers and
+// sums. Rows land on the same lanes as in a kThreads block, whose other warps
+// would only add exact zeros, so the sums are bitwise the same.
+inline int one_block_threads(int64_t n, int lanes) {
+  return static_cast<int>(std::min<int64_t>(kThreads, ceil_div(n * lanes, kWarpSize) * kWarpSize));
+}
+
 template <typename scalar_t, int kMaxOut>
 int lanes_for(int64_t d) {
   using T = Tile<scalar_t, kMaxOut>;
@@ -384,8 +409,9 @@ void launch_sums(const Problem<scalar_t>& p, int64_t n, const at::Tensor& X, con
     constexpr int kMaxOut = decltype(max_out)::value;
     const int lanes = lanes_for<scalar_t, kMaxOut>(p.d);
     cuda::dispatch_bool(is_aligned_problem(p, Tile<scalar_t, kMaxOut>::kPackWidth), [&](auto aligned) {
+      const int threads = blocks == 1 ? one_block_threads(n, lanes) : kThreads;
       linreg_sums_kernel<scalar_t, kMaxOut, decltype(aligned)::value>
-          <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p, n, rows_per_block, lanes, partials_ptr, final);
+          <<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p, n, rows_per_block, lanes, partials_ptr, final);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -460,9 +486,12 @@ void launch_linreg_steps(const LinregTensors& t, const at::Tensor& indices, int6
     dispatch_outputs(k, [&](auto max_out) {
       constexpr int kMaxOut = decltype(max_out)::value;
       cuda::dispatch_bool(is_aligned_problem(whole, Tile<scalar_t, kMaxOut>::kPackWidth), [&](auto aligned) {
-        linreg_epoch_kernel<scalar_t, kMaxOut, decltype(aligned)::value><<<1, kThreads, 0, stream>>>(
-            whole, indices.const_data_ptr<int64_t>(), total_rows, batch_size, lanes_for<scalar_t, kMaxOut>(d), apply,
-            losses.mutable_data_ptr<scalar_t>(), args.is_first_step);
+        const int lanes = lanes_for<scalar_t, kMaxOut>(d);
+        linreg_epoch_kernel<scalar_t, kMaxOut, decltype(aligned)::value>
+            <<<1, one_block_threads(batch_size, lanes), 0, stream>>>(whole, indices.const_data_ptr<int64_t>(),
+                                                                    total_rows, batch_size, lanes, apply,
+                                                                    losses.mutable_data_ptr<scalar_t>(),
+                                                                    args.is_first_step);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -148,7 +148,9 @@ def sgd_(
         momentum_buffers: aligned with ``params`` (ignored when ``momentum`` is 0). A
             ``None`` entry means "no buffer yet": the first-step rule applies, and the
             new buffer is stored into the list in place.
-        lr: learning rate, a float or a one-element tensor (read on the device, no sync).
+        lr: learning rate, a float or a one-element tensor (read on the device, no sync;
+            so on CUDA a tensor lr's value is not checked, while a negative or non-finite
+            float lr, or CPU tensor lr, raises).
         weight_decay, momentum, dampening, nesterov, maximize: as in ``torch.optim.SGD``.
         grad_scale: optional one-element tensor that the gradients are divided by.
         found_inf: optional one-element tensor; nonzero skips the whole step.
