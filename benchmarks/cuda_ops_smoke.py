@@ -85,11 +85,13 @@ def check_sgd(dtype: torch.dtype, small: bool) -> None:
 
 def linreg_cases(small: bool):
     # (rows, features, outputs): one block and one-block epochs, several blocks,
-    # an unaligned tail, k = 1 / 4 / 16 tiles, and rows too long for registers
-    # (the composed path: d > 32 * kCols, or k > 16).
+    # an unaligned tail, narrow tiles (up to 128 floats, k <= 4), wide tiles for
+    # k = 1 / 4 / 16, and rows too long for registers (the composed path: more
+    # than 32 * kCols features, or k > 16).
     shapes = [(1, 1, 1), (10, 2, 1), (37, 5, 3)]
     if not small:
-        shapes += [(300, 7, 16), (70000, 9, 1), (513, 1500, 1), (600, 130, 16), (50, 6, 20)]
+        shapes += [(300, 7, 16), (70000, 9, 1), (20000, 64, 4), (2000, 300, 1), (700, 200, 4), (513, 1500, 1),
+                   (600, 130, 16), (50, 6, 20)]
     return shapes
 
 

@@ -46,12 +46,15 @@ def split_step(compile_fn):
     compiled_loss, compiled_update = compile_fn(loss_of), compile_fn(update)
 
     def step(X, y, params, buffers):
+        # Under CUDA graphs, outputs live in the graphs' memory pool, which a later
+        # replay reuses: torch asks to mark each iteration's start and to copy the
+        # outputs that outlive it (the loss, the gradients) outside the graphs.
+        torch.compiler.cudagraph_mark_step_begin()
         loss = compiled_loss(X, y, *params)
-        # Under CUDA graphs the backward's outputs live in the graphs' memory pool, which
-        # the update's graph may reuse: torch asks for a copy made outside the graphs.
+        loss_value = loss.detach().clone()
         grads = [g.clone() for g in torch.autograd.grad(loss, params)]
         compiled_update(params, grads, buffers)
-        return loss.detach()
+        return loss_value
 
     return step
 

@@ -25,24 +25,34 @@ using cuda::Pack;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
-constexpr int kRowsPerTrip = 2;
 constexpr int64_t kMinRowsPerBlock = 256;
 constexpr int64_t kTargetBlocks = 1024;
 
-// How one lane covers a row: kPacks packs of kPackWidth elements, each lane
-// holding kMaxOut * kCols accumulators in registers (at most 64 registers, and
-// at most 128 bytes per output so that the cross-warp buffer fits in shared
-// memory).
-template <typename scalar_t, int kMaxOut>
+// How one lane covers a row: kPacks packs of kPackWidth elements, holding
+// kMaxOut * kCols accumulators in registers (at most 64 registers, and at most
+// 128 bytes per output so that the cross-warp buffer fits in shared memory).
+//
+// A wide tile gives each lane many packs: rows up to 32 * kCols features (1024
+// floats for one output) fit, and the weights are re-read from cache for each
+// row. A narrow tile gives each lane one pack, so a row spreads over up to 32
+// lanes and one warp load covers whole rows; the lane then has registers to
+// spare for its weights and for more rows in flight, which a memory-bound
+// step needs (kRowsPerTrip rows loaded before any is used). Narrow tiles serve
+// rows of up to 32 packs (128 floats) with at most 4 outputs.
+template <typename scalar_t, int kMaxOut, bool kNarrow>
 struct Tile {
+  using scalar = scalar_t;
   using opmath_t = at::opmath_type<scalar_t>;
+  static constexpr int kOutputs = kMaxOut;
   static constexpr int kRegisterBudget = 64 / (kMaxOut * static_cast<int>(sizeof(opmath_t) / 4));
   static constexpr int kSharedBudget = 128 / static_cast<int>(sizeof(opmath_t));
   static constexpr int kColsBudget = kRegisterBudget < kSharedBudget ? kRegisterBudget : kSharedBudget;
   static constexpr int kPackWidth = kVec16<scalar_t> < kColsBudget ? kVec16<scalar_t> : kColsBudget;
-  static constexpr int kPacks = kColsBudget / kPackWidth;
+  static constexpr int kPacks = kNarrow ? 1 : kColsBudget / kPackWidth;
   static constexpr int kCols = kPackWidth * kPacks;
   static constexpr int64_t kMaxFeatures = int64_t{kWarpSize} * kCols;
+  static constexpr int kRowsPerTrip = !kNarrow ? 2 : kMaxOut == 1 ? 8 : 4;
+  static constexpr bool kWeightsInRegisters = kNarrow;
 };
 
 // Calls f with std::integral_constant<int, N>, N the smallest of 1, 4, 16 that
@@ -56,6 +66,24 @@ void dispatch_outputs(int64_t k, F&& f) {
   } else {
     f(std::integral_constant<int, kSkinnyMaxOut>{});
   }
+}
+
+// Calls f with the Tile for d features and k outputs: narrow where it fits.
+// A function of the shape and dtype only, so a step and an epoch of the same
+// problem run the same code.
+template <typename scalar_t, typename F>
+void dispatch_tile(int64_t d, int64_t k, F&& f) {
+  dispatch_outputs(k, [&](auto max_out) {
+    constexpr int kMaxOut = decltype(max_out)::value;
+    using Narrow = Tile<scalar_t, kMaxOut, true>;
+    if constexpr (kMaxOut <= 4) {
+      if (d <= Narrow::kMaxFeatures) {
+        f(Narrow{});
+        return;
+      }
+    }
+    f(Tile<scalar_t, kMaxOut, false>{});
+  });
 }
 
 template <typename scalar_t>
@@ -167,12 +195,13 @@ __device__ __forceinline__ T sum_over_groups(T value, int lanes) {
 // The loss and gradient sums of rows [row_begin, row_end) of the minibatch,
 // handed to emit(sum_index, total) by the threads t < lanes. Every thread of
 // the block must call it; it ends with a barrier.
-template <typename scalar_t, int kMaxOut, bool kAligned, typename Emit>
-__device__ void block_sums(const Problem<scalar_t>& p, int64_t row_begin, int64_t row_end, int lanes,
-                           CrossWarpBuffer<at::opmath_type<scalar_t>, Tile<scalar_t, kMaxOut>::kCols>& buffer,
-                           const Emit& emit) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  using T = Tile<scalar_t, kMaxOut>;
+template <typename T, bool kAligned, typename Emit>
+__device__ void block_sums(const Problem<typename T::scalar>& p, int64_t row_begin, int64_t row_end, int lanes,
+                           CrossWarpBuffer<typename T::opmath_t, T::kCols>& buffer, const Emit& emit) {
+  using scalar_t = typename T::scalar;
+  using opmath_t = typename T::opmath_t;
+  constexpr int kMaxOut = T::kOutputs;
+  constexpr int kRowsPerTrip = T::kRowsPerTrip;
   constexpr int kW = T::kPackWidth;
   const int lane = threadIdx.x % lanes;
   const int group = threadIdx.x / lanes;
@@ -188,17 +217,31 @@ __device__ void block_sums(const Problem<scalar_t>& p, int64_t row_begin, int64_
 #pragma unroll
     for (int c = 0; c < T::kCols; ++c) acc[o][c] = 0;
   }
+  Pack<scalar_t, kW> held_weight[T::kWeightsInRegisters ? kMaxOut : 1][T::kPacks];
+  if constexpr (T::kWeightsInRegisters) {
+#pragma unroll
+    for (int o = 0; o < kMaxOut; ++o) {
+#pragma unroll
+      for (int q = 0; q < T::kPacks; ++q) {
+        const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
+        held_weight[o][q] =
+            load_pack<kW, kAligned>(p.weight + o * p.d + col, o < p.k && col < p.d ? p.d - col : int64_t{0});
+      }
+    }
+  }
 
   // Each trip loads kRowsPerTrip rows of X and their targets before using any,
   // so that a lane has that many rows' loads in flight; rows are still added in
   // row order. The loop runs the same trips on every thread so that all lanes
-  // reach the shuffles.
+  // reach the shuffles; it stops early only where no group has a row (those
+  // rows would add exact zeros).
   for (int64_t base = row_begin; base < row_end; base += kRowsPerTrip * groups) {
     bool valid[kRowsPerTrip];
     Pack<scalar_t, kW> x[kRowsPerTrip][T::kPacks];
     opmath_t target[kRowsPerTrip][kMaxOut];
 #pragma unroll
     for (int u = 0; u < kRowsPerTrip; ++u) {
+      if (base + u * groups >= row_end) break;
       const int64_t i = base + u * groups + group;
       valid[u] = i < row_end;
       const int64_t row = valid[u] ? (p.rows != nullptr ? p.rows[i] : i) : 0;
@@ -214,15 +257,20 @@ __device__ void block_sums(const Problem<scalar_t>& p, int64_t row_begin, int64_
     }
 #pragma unroll
     for (int u = 0; u < kRowsPerTrip; ++u) {
+      if (base + u * groups >= row_end) break;
 #pragma unroll
       for (int o = 0; o < kMaxOut; ++o) {
         if (o < p.k) {
           opmath_t dot = 0;
 #pragma unroll
           for (int q = 0; q < T::kPacks; ++q) {
-            const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
-            const Pack<scalar_t, kW> w =
-                load_pack<kW, kAligned>(p.weight + o * p.d + col, col < p.d ? p.d - col : int64_t{0});
+            Pack<scalar_t, kW> w;
+            if constexpr (T::kWeightsInRegisters) {
+              w = held_weight[o][q];
+            } else {
+              const int64_t col = (lane + static_cast<int64_t>(q) * lanes) * kW;
+              w = load_pack<kW, kAligned>(p.weight + o * p.d + col, col < p.d ? p.d - col : int64_t{0});
+            }
 #pragma unroll
             for (int j = 0; j < kW; ++j) dot += static_cast<opmath_t>(x[u][q].v[j]) * static_cast<opmath_t>(w.v[j]);
           }
@@ -298,31 +346,33 @@ __device__ void block_sums(const Problem<scalar_t>& p, int64_t row_begin, int64_
 
 // One step's sums: block b takes rows [b * rows_per_block, ...). With one block
 // the sums go straight to `final`; otherwise to the block's row of partials.
-template <typename scalar_t, int kMaxOut, bool kAligned, typename Final>
+template <typename T, bool kAligned, typename Final>
 __global__ void __launch_bounds__(kThreads)
-    linreg_sums_kernel(Problem<scalar_t> p, int64_t n, int64_t rows_per_block, int lanes,
-                       at::opmath_type<scalar_t>* partials, Final final) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ CrossWarpBuffer<opmath_t, Tile<scalar_t, kMaxOut>::kCols> buffer;
+    linreg_sums_kernel(Problem<typename T::scalar> p, int64_t n, int64_t rows_per_block, int lanes,
+                       typename T::opmath_t* partials, Final final) {
+  using opmath_t = typename T::opmath_t;
+  __shared__ CrossWarpBuffer<opmath_t, T::kCols> buffer;
   const int64_t row_begin = blockIdx.x * rows_per_block;
   const int64_t row_end = std::min(n, row_begin + rows_per_block);
   const int64_t num_sums = p.num_sums();
   if (partials == nullptr) {
-    block_sums<scalar_t, kMaxOut, kAligned>(p, row_begin, row_end, lanes, buffer, final);
+    block_sums<T, kAligned>(p, row_begin, row_end, lanes, buffer, final);
   } else {
     const StorePartials<opmath_t> store{partials + blockIdx.x * num_sums};
-    block_sums<scalar_t, kMaxOut, kAligned>(p, row_begin, row_end, lanes, buffer, store);
+    block_sums<T, kAligned>(p, row_begin, row_end, lanes, buffer, store);
   }
 }
 
 // A whole epoch of one-block steps in one launch: step s updates the model
 // from rows indices[s * batch_size, ...) before step s + 1 reads it.
-template <typename scalar_t, int kMaxOut, bool kAligned>
+template <typename T, bool kAligned>
 __global__ void __launch_bounds__(kThreads)
-    linreg_epoch_kernel(Problem<scalar_t> p, const int64_t* indices, int64_t total_rows, int64_t batch_size,
-                        int lanes, ApplyStep<scalar_t> apply, scalar_t* losses, bool is_first_step) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ CrossWarpBuffer<opmath_t, Tile<scalar_t, kMaxOut>::kCols> buffer;
+    linreg_epoch_kernel(Problem<typename T::scalar> p, const int64_t* indices, int64_t total_rows,
+                        int64_t batch_size, int lanes, ApplyStep<typename T::scalar> apply,
+                        typename T::scalar* losses, bool is_first_step) {
+  using scalar_t = typename T::scalar;
+  using opmath_t = typename T::opmath_t;
+  __shared__ CrossWarpBuffer<opmath_t, T::kCols> buffer;
   const int64_t steps = ceil_div(total_rows, batch_size);
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t begin = step * batch_size;
@@ -335,7 +385,7 @@ __global__ void __launch_bounds__(kThreads)
     step_apply.first_step = is_first_step && step == 0;
     // block_sums ends with a barrier, after which this step's updates are
     // visible to the whole block.
-    block_sums<scalar_t, kMaxOut, kAligned>(batch, 0, n, lanes, buffer, step_apply);
+    block_sums<T, kAligned>(batch, 0, n, lanes, buffer, step_apply);
   }
 }
 
@@ -356,15 +406,9 @@ inline int one_block_threads(int64_t n, int lanes) {
   return static_cast<int>(std::min<int64_t>(kThreads, ceil_div(n * lanes, kWarpSize) * kWarpSize));
 }
 
-template <typename scalar_t, int kMaxOut>
+template <typename T>
 int lanes_for(int64_t d) {
-  using T = Tile<scalar_t, kMaxOut>;
   return cuda::pow2_at_least(ceil_div(ceil_div(d, T::kPackWidth), T::kPacks), kWarpSize);
-}
-
-template <typename scalar_t, int kMaxOut>
-bool fits_registers(int64_t d) {
-  return d <= Tile<scalar_t, kMaxOut>::kMaxFeatures;
 }
 
 template <typename scalar_t>
@@ -405,12 +449,12 @@ void launch_sums(const Problem<scalar_t>& p, int64_t n, const at::Tensor& X, con
     partials = at::empty({blocks, num_sums}, X.options().dtype(c10::CppTypeToScalarType<opmath_t>::value));
     partials_ptr = partials.mutable_data_ptr<opmath_t>();
   }
-  dispatch_outputs(p.k, [&](auto max_out) {
-    constexpr int kMaxOut = decltype(max_out)::value;
-    const int lanes = lanes_for<scalar_t, kMaxOut>(p.d);
-    cuda::dispatch_bool(is_aligned_problem(p, Tile<scalar_t, kMaxOut>::kPackWidth), [&](auto aligned) {
+  dispatch_tile<scalar_t>(p.d, p.k, [&](auto tile) {
+    using T = decltype(tile);
+    const int lanes = lanes_for<T>(p.d);
+    cuda::dispatch_bool(is_aligned_problem(p, T::kPackWidth), [&](auto aligned) {
       const int threads = blocks == 1 ? one_block_threads(n, lanes) : kThreads;
-      linreg_sums_kernel<scalar_t, kMaxOut, decltype(aligned)::value>
+      linreg_sums_kernel<T, decltype(aligned)::value>
           <<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p, n, rows_per_block, lanes, partials_ptr, final);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -421,7 +465,9 @@ void launch_sums(const Problem<scalar_t>& p, int64_t n, const at::Tensor& X, con
 template <typename scalar_t>
 bool fits_fused_kernel(int64_t d, int64_t k) {
   bool fits = false;
-  dispatch_outputs(k, [&](auto max_out) { fits = is_skinny(k) && fits_registers<scalar_t, decltype(max_out)::value>(d); });
+  dispatch_outputs(k, [&](auto max_out) {
+    fits = is_skinny(k) && d <= Tile<scalar_t, decltype(max_out)::value, false>::kMaxFeatures;
+  });
   return fits;
 }
 
@@ -483,11 +529,11 @@ void launch_linreg_steps(const LinregTensors& t, const at::Tensor& indices, int6
   const Problem<scalar_t> whole = make_problem<scalar_t>(t.X, t.y, t.weight, t.bias);
   const bool fused = fits_fused_kernel<scalar_t>(d, k);
   if (indices.defined() && fused && batch_size <= kMinRowsPerBlock) {
-    dispatch_outputs(k, [&](auto max_out) {
-      constexpr int kMaxOut = decltype(max_out)::value;
-      cuda::dispatch_bool(is_aligned_problem(whole, Tile<scalar_t, kMaxOut>::kPackWidth), [&](auto aligned) {
-        const int lanes = lanes_for<scalar_t, kMaxOut>(d);
-        linreg_epoch_kernel<scalar_t, kMaxOut, decltype(aligned)::value>
+    dispatch_tile<scalar_t>(d, k, [&](auto tile) {
+      using T = decltype(tile);
+      cuda::dispatch_bool(is_aligned_problem(whole, T::kPackWidth), [&](auto aligned) {
+        const int lanes = lanes_for<T>(d);
+        linreg_epoch_kernel<T, decltype(aligned)::value>
             <<<1, one_block_threads(batch_size, lanes), 0, stream>>>(whole, indices.const_data_ptr<int64_t>(),
                                                                     total_rows, batch_size, lanes, apply,
                                                                     losses.mutable_data_ptr<scalar_t>(),
