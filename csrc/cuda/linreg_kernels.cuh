@@ -109,45 +109,24 @@ struct SumIndex {
   __device__ int64_t column(int64_t e) const { return e % (d + 1); }  // d: the bias
 };
 
-// Stores loss and gradients: the sums divided by n.
+// Takes each final sum (divided by n) to its place: the loss, then either the
+// gradients (linreg_grad: grad_weight is set) or the SGD update of the
+// parameter element (steps). One type for both keeps the kernel count, and the
+// build time, down; the branch is uniform and runs once per sum.
 template <typename scalar_t>
-struct StoreGrads {
+struct FinishSums {
   using opmath_t = at::opmath_type<scalar_t>;
-  scalar_t* loss;
-  scalar_t* grad_weight;
-  scalar_t* grad_bias;
-  SumIndex index;
-  opmath_t inv_n;
-
-  __device__ void operator()(int64_t e, opmath_t total) const {
-    const opmath_t value = total * inv_n;
-    if (index.is_loss(e)) {
-      *loss = static_cast<scalar_t>(value);
-      return;
-    }
-    const int64_t o = index.output(e), c = index.column(e);
-    if (c == index.d) {
-      grad_bias[o] = static_cast<scalar_t>(value);
-    } else {
-      grad_weight[o * index.d + c] = static_cast<scalar_t>(value);
-    }
-  }
-};
-
-// Applies the SGD update of one parameter element from its gradient sum, or
-// stores the loss.
-template <typename scalar_t>
-struct ApplyStep {
-  using opmath_t = at::opmath_type<scalar_t>;
-  scalar_t* loss;
-  scalar_t* weight;
-  scalar_t* bias;
-  scalar_t* weight_momentum;  // nullptr without momentum
-  scalar_t* bias_momentum;
-  SumIndex index;
-  opmath_t inv_n;
-  bool first_step;
-  SgdScalars<opmath_t> sgd;
+  scalar_t* loss = nullptr;
+  scalar_t* grad_weight = nullptr;
+  scalar_t* grad_bias = nullptr;
+  scalar_t* weight = nullptr;
+  scalar_t* bias = nullptr;  // nullptr without a bias
+  scalar_t* weight_momentum = nullptr;  // nullptr without momentum
+  scalar_t* bias_momentum = nullptr;
+  SumIndex index{};
+  opmath_t inv_n = 1;
+  bool first_step = false;
+  SgdScalars<opmath_t> sgd{};
 
   __device__ void update(scalar_t* param, scalar_t* buf, int64_t i, opmath_t grad) const {
     opmath_t b = (buf != nullptr && !first_step) ? static_cast<opmath_t>(buf[i]) : opmath_t(0);
@@ -162,7 +141,13 @@ struct ApplyStep {
       return;
     }
     const int64_t o = index.output(e), c = index.column(e);
-    if (c == index.d) {
+    if (grad_weight != nullptr) {
+      if (c == index.d) {
+        grad_bias[o] = static_cast<scalar_t>(value);
+      } else {
+        grad_weight[o * index.d + c] = static_cast<scalar_t>(value);
+      }
+    } else if (c == index.d) {
       if (bias != nullptr) update(bias, bias_momentum, o, value);
     } else {
       update(weight, weight_momentum, o * index.d + c, value);
@@ -368,7 +353,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T, bool kAligned>
 __global__ void __launch_bounds__(kThreads)
     linreg_epoch_kernel(Problem<typename T::scalar> p, const int64_t* indices, int64_t total_rows,
-                        int64_t batch_size, int lanes, ApplyStep<typename T::scalar> apply,
+                        int64_t batch_size, int lanes, FinishSums<typename T::scalar> apply,
                         typename T::scalar* losses, bool is_first_step) {
   using scalar_t = typename T::scalar;
   using opmath_t = typename T::opmath_t;
@@ -379,7 +364,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t n = std::min(batch_size, total_rows - begin);
     Problem<scalar_t> batch = p;
     batch.rows = indices + begin;
-    ApplyStep<scalar_t> step_apply = apply;
+    FinishSums<scalar_t> step_apply = apply;
     step_apply.loss = losses + step;
     step_apply.inv_n = opmath_t(1) / static_cast<opmath_t>(n);
     step_apply.first_step = is_first_step && step == 0;
@@ -484,20 +469,19 @@ scalar_t* data_or_null(const std::optional<at::Tensor>& t) {
 }
 
 template <typename scalar_t>
-ApplyStep<scalar_t> make_apply(const LinregTensors& t, const UpdateArgs& a) {
+FinishSums<scalar_t> make_apply(const LinregTensors& t, const UpdateArgs& a) {
   using opmath_t = at::opmath_type<scalar_t>;
-  const SgdScalars<opmath_t> sgd{static_cast<opmath_t>(a.lr), static_cast<opmath_t>(a.opt.weight_decay),
-                                 static_cast<opmath_t>(a.opt.momentum), static_cast<opmath_t>(a.opt.dampening),
-                                 a.opt.nesterov, a.opt.maximize};
-  return {nullptr,
-          t.weight.mutable_data_ptr<scalar_t>(),
-          data_or_null<scalar_t>(t.bias),
-          data_or_null<scalar_t>(t.weight_momentum),
-          data_or_null<scalar_t>(t.bias_momentum),
-          SumIndex{t.X.size(1), t.weight.size(0)},
-          opmath_t(1),
-          a.is_first_step,
-          sgd};
+  FinishSums<scalar_t> apply;
+  apply.weight = t.weight.mutable_data_ptr<scalar_t>();
+  apply.bias = data_or_null<scalar_t>(t.bias);
+  apply.weight_momentum = data_or_null<scalar_t>(t.weight_momentum);
+  apply.bias_momentum = data_or_null<scalar_t>(t.bias_momentum);
+  apply.index = SumIndex{t.X.size(1), t.weight.size(0)};
+  apply.first_step = a.is_first_step;
+  apply.sgd = {static_cast<opmath_t>(a.lr), static_cast<opmath_t>(a.opt.weight_decay),
+               static_cast<opmath_t>(a.opt.momentum), static_cast<opmath_t>(a.opt.dampening), a.opt.nesterov,
+               a.opt.maximize};
+  return apply;
 }
 
 template <typename scalar_t>
@@ -507,9 +491,12 @@ void launch_linreg_grad(const LinregTensors& t, const at::Tensor& loss, const at
   const int64_t n = t.X.size(0), d = t.X.size(1), k = t.weight.size(0);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const Problem<scalar_t> p = make_problem<scalar_t>(t.X, t.y, t.weight, t.bias);
-  const StoreGrads<scalar_t> store{loss.mutable_data_ptr<scalar_t>(), grad_weight.mutable_data_ptr<scalar_t>(),
-                                   grad_bias.mutable_data_ptr<scalar_t>(), SumIndex{d, k},
-                                   opmath_t(1) / static_cast<opmath_t>(n)};
+  FinishSums<scalar_t> store;
+  store.loss = loss.mutable_data_ptr<scalar_t>();
+  store.grad_weight = grad_weight.mutable_data_ptr<scalar_t>();
+  store.grad_bias = grad_bias.mutable_data_ptr<scalar_t>();
+  store.index = SumIndex{d, k};
+  store.inv_n = opmath_t(1) / static_cast<opmath_t>(n);
   if (fits_fused_kernel<scalar_t>(d, k)) {
     launch_sums(p, n, t.X, store, stream);
   } else {
@@ -525,7 +512,7 @@ void launch_linreg_steps(const LinregTensors& t, const at::Tensor& indices, int6
   const int64_t total_rows = indices.defined() ? indices.numel() : t.X.size(0);
   const int64_t steps = ceil_div(total_rows, batch_size);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const ApplyStep<scalar_t> apply = make_apply<scalar_t>(t, args);
+  const FinishSums<scalar_t> apply = make_apply<scalar_t>(t, args);
   const Problem<scalar_t> whole = make_problem<scalar_t>(t.X, t.y, t.weight, t.bias);
   const bool fused = fits_fused_kernel<scalar_t>(d, k);
   if (indices.defined() && fused && batch_size <= kMinRowsPerBlock) {
@@ -546,7 +533,7 @@ void launch_linreg_steps(const LinregTensors& t, const at::Tensor& indices, int6
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t begin = step * batch_size;
     const int64_t n = std::min(batch_size, total_rows - begin);
-    ApplyStep<scalar_t> step_apply = apply;
+    FinishSums<scalar_t> step_apply = apply;
     step_apply.loss = losses.mutable_data_ptr<scalar_t>() + step;
     step_apply.inv_n = opmath_t(1) / static_cast<opmath_t>(n);
     step_apply.first_step = args.is_first_step && step == 0;
