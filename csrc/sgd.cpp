@@ -98,7 +98,7 @@ void sgd_cpu_impl(at::TensorList params, at::TensorList grads, at::TensorList mo
   const std::optional<double> scale =
       (grad_scale.has_value() && grad_scale->defined()) ? std::optional<double>(grad_scale->item<double>())
                                                         : std::nullopt;
-  SgdWorkList work(params, grads, momentum_buffers, is_first_step, opt.momentum != 0.0);
+  SgdWorkList work(params, grads, momentum_buffers, is_first_step, opt.momentum != 0.0, scale.has_value());
   const std::vector<Chunk> chunks = split_into_chunks(work.params);
   int64_t total_elements = 0;
   for (const at::Tensor& p : work.params) total_elements += p.numel();

@@ -13,18 +13,22 @@ namespace fused_linreg {
 
 class SgdWorkList {
  public:
+  // writes_grads: the kernels unscale the grads in place (a grad_scale was
+  // given). Otherwise grads are only read and never copied back, so a grad may
+  // be any view, an expanded (stride-0) one included.
   SgdWorkList(at::TensorList params, at::TensorList grads, at::TensorList buffers, const c10::List<bool>& is_first_step,
-              bool use_momentum)
+              bool use_momentum, bool writes_grads)
       : originals_{std::vector<at::Tensor>(params.begin(), params.end()),
-                   std::vector<at::Tensor>(grads.begin(), grads.end()),
-                   use_momentum ? std::vector<at::Tensor>(buffers.begin(), buffers.end()) : std::vector<at::Tensor>()},
-        is_first_step(is_first_step.vec()) {
+                   writes_grads ? std::vector<at::Tensor>(grads.begin(), grads.end()) : std::vector<at::Tensor>(),
+                   use_momentum ? std::vector<at::Tensor>(buffers.begin(), buffers.end()) : std::vector<at::Tensor>()} {
+    this->is_first_step = is_first_step.vec();
     this->params = contiguous_all(originals_[0]);
-    this->grads = contiguous_all(originals_[1]);
+    this->grads = contiguous_all(std::vector<at::Tensor>(grads.begin(), grads.end()));
     this->buffers = contiguous_all(originals_[2]);
   }
 
-  // Writes the temporaries of non-contiguous tensors back into them.
+  // Writes the temporaries of the non-contiguous tensors the kernels wrote back
+  // into them.
   void copy_back() {
     copy_back_list(originals_[0], params);
     copy_back_list(originals_[1], grads);
@@ -37,6 +41,8 @@ class SgdWorkList {
   std::vector<bool> is_first_step;
 
  private:
+  // The caller's written tensors: params, grads (empty unless written), buffers
+  // (empty without momentum).
   static std::vector<at::Tensor> contiguous_all(const std::vector<at::Tensor>& tensors) {
     std::vector<at::Tensor> result;
     result.reserve(tensors.size());

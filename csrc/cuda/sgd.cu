@@ -246,7 +246,8 @@ void sgd_cuda_impl(at::TensorList params, at::TensorList grads, at::TensorList m
   const DeviceScalar scale = device_scalar(grad_scale, "grad_scale");
   const DeviceScalar inf = device_scalar(found_inf, "found_inf");
   const bool use_momentum = opt.momentum != 0.0;
-  SgdWorkList work(params, grads, momentum_buffers, is_first_step, use_momentum);
+  const bool writes_grads = grad_scale.has_value() && grad_scale->defined();
+  SgdWorkList work(params, grads, momentum_buffers, is_first_step, use_momentum, writes_grads);
 
   std::vector<std::pair<at::ScalarType, std::vector<size_t>>> by_dtype;
   for (size_t i = 0; i < work.params.size(); ++i) {
