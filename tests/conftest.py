@@ -11,8 +11,18 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+from hypothesis import settings
 
 import fused_linreg  # noqa: F401  (loads the ops into torch.ops.fused_linreg)
+
+# Hypothesis profiles of the property tests (test_properties.py). "ci", the default: the same
+# 60 examples per test on every run (derandomized, no example database on disk, no deadline:
+# timing is not a property), about 5 s for the file on 2 cores. "thorough": 2000 fresh random
+# examples per test (minutes), to hunt for bugs:
+# `pytest tests/test_properties.py --hypothesis-profile=thorough`.
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, database=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None, database=None)
+settings.load_profile("ci")
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 FLOAT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
@@ -112,7 +122,8 @@ def assert_unchanged(tensors, before: list):
 
 def as_bytes(t: torch.Tensor) -> torch.Tensor:
     dense = t.detach().to_dense() if t.is_sparse else t.detach()
-    return dense.contiguous().view(-1).view(torch.uint8)
+    # (contiguous() keeps the strides of an empty tensor, e.g. (2,), which view(uint8) refuses.)
+    return dense.clone(memory_format=torch.contiguous_format).view(-1).view(torch.uint8)
 
 
 def flatten(tree) -> list:
