@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 BIN := $(VENV)/bin
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh) setup.py pyproject.toml
 
-.PHONY: install test bench demo clean
+.PHONY: install test bench demo clean sanitize sanitize-build
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,32 @@ bench: install $(VENV)/.bench-deps
 # Trains the book's linear regression with the fused ops and prints loss per epoch.
 demo: install
 	$(BIN)/python -m fused_linreg.demo
+
+# AddressSanitizer + UndefinedBehaviorSanitizer: `make sanitize` builds the CPU
+# extension with both (FUSED_LINREG_SANITIZE=1) into build/sanitize/lib, a copy of
+# the package that never replaces the normal in-place build, and runs the test
+# suite against it. The sanitizer runtimes must be loaded before Python (which is
+# not instrumented) starts: LD_PRELOAD. Leak detection is off because CPython
+# leaks by design. CXX builds it and provides those runtimes. Pass pytest options
+# in SANITIZE_ARGS (e.g. SANITIZE_ARGS="-x -m 'not large'"); see README "Sanitizers".
+SANITIZE_DIR := $(CURDIR)/build/sanitize
+SANITIZE_ARGS ?=
+
+$(SANITIZE_DIR)/.built: $(VENV)/.deps $(SOURCES) $(wildcard pyext/fused_linreg/*.py)
+	CXX=$(CXX) FUSED_LINREG_SANITIZE=1 $(BIN)/python setup.py build_py --build-lib $(SANITIZE_DIR)/lib \
+		build_ext --build-lib $(SANITIZE_DIR)/lib --build-temp $(SANITIZE_DIR)/temp
+	touch $@
+
+sanitize-build: $(SANITIZE_DIR)/.built
+
+SANITIZE_ENV = LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONPATH=$(SANITIZE_DIR)/lib
+
+# First make sure the tests will import the sanitized copy, not an installed or in-place build.
+sanitize: sanitize-build
+	$(SANITIZE_ENV) $(BIN)/python -c \
+		"import fused_linreg; assert fused_linreg.__file__.startswith('$(SANITIZE_DIR)/'), fused_linreg.__file__"
+	$(SANITIZE_ENV) $(BIN)/python -m pytest tests -q -p no:cacheprovider $(SANITIZE_ARGS)
 
 clean:
 	rm -rf build pyext/*.egg-info pyext/fused_linreg/_C*.so $(VENV)/.built

@@ -8,8 +8,12 @@
 #include <ATen/core/List.h>
 #include <c10/util/ArrayRef.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace fused_linreg {
 
@@ -115,6 +119,69 @@ inline void check_loss_backward_args(const at::Tensor& grad_output, const at::Te
   }
 }
 
+// One tensor argument for check_no_overlap: its name as messages print it ("X",
+// or "params" with index 2 for "params[2]") and whether the op writes it.
+struct OverlapArg {
+  const at::Tensor* tensor;
+  const char* name;
+  int64_t index;  // -1 for an argument that is not a list entry
+  bool written;
+};
+
+inline std::string overlap_arg_name(const OverlapArg& arg) {
+  return arg.index < 0 ? std::string(arg.name) : std::string(arg.name) + "[" + std::to_string(arg.index) + "]";
+}
+
+// The in-place ops write their tensors chunk by chunk across threads, and
+// non-contiguous ones through temporaries copied back afterwards: a written
+// tensor that shares memory with another argument would end up with whichever
+// write came last, or be read after it changed. Such a call raises, naming the
+// earliest such pair in argument order (`args` is in argument order).
+// Overlap is decided as torch's own in-place ops decide it (at::get_overlap_status):
+// between tensors whose elements are dense in memory it is always found; between
+// strided views of one buffer (two columns of a matrix do not overlap, two
+// diagonals may) it cannot be decided cheaply, and the call is let through.
+// Only tensors whose address ranges intersect are compared, after a sort by
+// address, so sgd_'s lists of hundreds of tensors cost O(n log n), not O(n^2).
+inline void check_no_overlap(const std::vector<OverlapArg>& args, const char* op) {
+  struct Span {
+    uintptr_t begin;
+    uintptr_t end;
+    size_t arg;
+  };
+  std::vector<Span> spans;
+  spans.reserve(args.size());
+  for (size_t a = 0; a < args.size(); ++a) {
+    const at::Tensor& t = *args[a].tensor;
+    if (!t.defined() || t.numel() == 0) continue;
+    int64_t low = 0, high = 0;  // element offsets of the first and last element in memory
+    for (int64_t dim = 0; dim < t.dim(); ++dim) {
+      const int64_t extent = t.stride(dim) * (t.size(dim) - 1);
+      (extent < 0 ? low : high) += extent;
+    }
+    const uintptr_t data = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    const int64_t item = static_cast<int64_t>(t.itemsize());
+    spans.push_back({data + low * item, data + (high + 1) * item, a});
+  }
+  std::sort(spans.begin(), spans.end(), [](const Span& l, const Span& r) { return l.begin < r.begin; });
+  size_t first = args.size(), second = args.size();  // the pair to report: first < second
+  for (size_t i = 0; i < spans.size(); ++i) {
+    for (size_t j = i + 1; j < spans.size() && spans[j].begin < spans[i].end; ++j) {
+      const size_t a = std::min(spans[i].arg, spans[j].arg), b = std::max(spans[i].arg, spans[j].arg);
+      if (!args[a].written && !args[b].written) continue;
+      const at::MemOverlapStatus status = at::get_overlap_status(*args[a].tensor, *args[b].tensor);
+      if (status != at::MemOverlapStatus::Full && status != at::MemOverlapStatus::Partial) continue;
+      if (b < second || (b == second && a < first)) {
+        first = a;
+        second = b;
+      }
+    }
+  }
+  TORCH_CHECK(second == args.size(), "fused_linreg.", op, ": ", overlap_arg_name(args[second]),
+              " shares memory with ", overlap_arg_name(args[first]), "; a tensor that ", op,
+              " writes in place must not overlap another argument");
+}
+
 struct SgdOptions {
   double weight_decay;
   double momentum;
@@ -200,6 +267,22 @@ inline void check_sgd_args(at::TensorList params, at::TensorList grads, at::Tens
   }
   check_one_element_float(grad_scale, "grad_scale", device);
   check_one_element_float(found_inf, "found_inf", device);
+  // params are always written, grads when unscaled in place, buffers with momentum.
+  const bool grads_written = grad_scale.has_value() && grad_scale->defined();
+  std::vector<OverlapArg> tensors;
+  tensors.reserve(3 * params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    tensors.push_back({&params[i], "params", static_cast<int64_t>(i), true});
+  }
+  for (size_t i = 0; i < grads.size(); ++i) {
+    tensors.push_back({&grads[i], "grads", static_cast<int64_t>(i), grads_written});
+  }
+  if (use_momentum) {
+    for (size_t i = 0; i < momentum_buffers.size(); ++i) {
+      tensors.push_back({&momentum_buffers[i], "momentum_buffers", static_cast<int64_t>(i), true});
+    }
+  }
+  check_no_overlap(tensors, "sgd_");
 }
 
 // The fused linear-regression ops: X (n, d), y (n) or (n, k), weight (k, d), bias (k).
@@ -256,6 +339,27 @@ inline void check_linreg_update_args(const at::Tensor& weight, const std::option
     check_momentum_buffer(weight_momentum, weight, op, "weight_momentum");
     if (bias.has_value() && bias->defined()) check_momentum_buffer(bias_momentum, *bias, op, "bias_momentum");
   }
+}
+
+// linreg_step_ / linreg_epoch_ write weight, bias and, with momentum, the buffers;
+// they read X, y and the epoch's indices (undefined for a step) meanwhile: the
+// epoch reads each minibatch after the previous update.
+inline void check_linreg_no_overlap(const at::Tensor& X, const at::Tensor& y, const at::Tensor& indices,
+                                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                    const std::optional<at::Tensor>& weight_momentum,
+                                    const std::optional<at::Tensor>& bias_momentum, double momentum,
+                                    const char* op) {
+  const at::Tensor none;
+  const auto or_none = [&](const std::optional<at::Tensor>& t) { return t.has_value() ? &*t : &none; };
+  const bool buffers_written = momentum != 0.0;
+  check_no_overlap({{&X, "X", -1, false},
+                    {&y, "y", -1, false},
+                    {&indices, "indices", -1, false},
+                    {&weight, "weight", -1, true},
+                    {or_none(bias), "bias", -1, true},
+                    {or_none(weight_momentum), "weight_momentum", -1, buffers_written},
+                    {or_none(bias_momentum), "bias_momentum", -1, buffers_written}},
+                   op);
 }
 
 // indices: int64 (m,) on X's device; its values are range-checked by the caller.

@@ -322,6 +322,77 @@ def sgd_integer_found_inf(device, g):
     return sgd_call(*sgd_lists(device, g), found_inf=torch.tensor(0, device=device))
 
 
+# --- sgd_: aliasing. The kernel updates params and momentum buffers (and grads, with
+# grad_scale) chunk by chunk across threads, non-contiguous ones through temporaries copied
+# back: a written tensor that shares memory with another argument would end up with
+# whichever write came last. The overlap is always in the last entries, as above.
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[2\] shares memory with params\[0\]")
+def sgd_same_param_twice(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    params[2], grads[2] = params[0], randn((4, 3), generator=g, device=device)
+    return sgd_call(params, grads, buffers)
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[1\] shares memory with params\[0\]")
+def sgd_params_overlap(device, g):
+    base = randn((8,), generator=g, device=device)
+    params = [base[:5], base[4:]]  # element 4 is in both
+    grads = [randn((5,), generator=g, device=device), randn((4,), generator=g, device=device)]
+    return sgd_call(params, grads, [None, None])
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: grads\[1\] shares memory with params\[1\]")
+def sgd_grad_is_its_param(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    grads[1] = params[1]
+    return sgd_call(params, grads, buffers, momentum=0.0)
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: grads\[2\] shares memory with params\[0\]")
+def sgd_grad_is_a_view_of_another_param(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    grads[2] = params[0].view(-1)[:4].view(2, 2)
+    return sgd_call(params, grads, buffers)
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: grads\[1\] shares memory with grads\[0\]")
+def sgd_scaled_grads_overlap(device, g):
+    """With grad_scale the grads are written (unscaled in place), so they must not overlap."""
+    params, grads, buffers = sgd_lists(device, g)
+    grads[1] = grads[0].view(-1)[:5]
+    return sgd_call(params, grads, buffers, grad_scale=torch.tensor(2.0, device=device))
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[0\] shares memory with params\[0\]")
+def sgd_buffer_is_its_param(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    buffers[0] = params[0]
+    return sgd_call(params, grads, buffers)
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[0\] shares memory with grads\[0\]")
+def sgd_buffer_is_its_grad(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    buffers[0] = grads[0]
+    return sgd_call(params, grads, buffers)
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[1\] shares memory with momentum_buffers\[0\]")
+def sgd_buffers_overlap(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    buffers[1] = buffers[0].view(-1)[:5]
+    return sgd_call(params, grads, buffers)
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[2\] shares memory with grads\[1\]")
+def sgd_tensor_lr_buffer_is_another_grad(device, g):
+    """The tensor-lr overload checks the same."""
+    params, grads, buffers = sgd_lists(device, g)
+    buffers[2] = grads[1][:4].view(2, 2)
+    return sgd_call(params, grads, buffers, lr=torch.tensor(0.1, device=device))
+
+
 # --- optim.SGD ----------------------------------------------------------------------------
 
 @case(RuntimeError, r"fused_linreg\.optim\.SGD does not support sparse gradients")
@@ -331,6 +402,39 @@ def optim_sgd_sparse_grad(device, g):
     params[0].grad = randn((4, 3), generator=g, device=device)
     params[1].grad = randn((5,), generator=g, device=device).to_sparse()
     return optimizer.step, [params, [p.grad for p in params]]
+
+
+def optim_with_grads(device, g, params, **options):
+    """An optim.SGD over `params`, each given a random grad; tracked: params, grads and state."""
+    optimizer = SGD(params, lr=0.1, **options)
+    for p in params:
+        p.grad = randn(p.shape, generator=g, device=device)
+    return optimizer, [params, [p.grad for p in params], optimizer.state]
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[1\] shares memory with params\[0\]")
+def optim_sgd_params_share_storage(device, g):
+    """Two Parameter objects over one tensor: torch.optim.SGD would update it twice."""
+    data = randn((4, 3), generator=g, device=device)
+    optimizer, tracked = optim_with_grads(device, g, [torch.nn.Parameter(data), torch.nn.Parameter(data)],
+                                          momentum=0.9)
+    return optimizer.step, tracked
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: grads\[0\] shares memory with params\[0\]")
+def optim_sgd_grad_is_its_param(device, g):
+    p = torch.nn.Parameter(randn((4, 3), generator=g, device=device))
+    optimizer = SGD([p], lr=0.1)
+    p.grad = p.detach()  # torch refuses `p.grad = p` itself, not a detached alias
+    return optimizer.step, [p, optimizer.state]
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[1\] shares memory with grads\[1\]")
+def optim_sgd_buffer_is_its_grad(device, g):
+    params = [torch.nn.Parameter(randn(s, generator=g, device=device)) for s in [(4, 3), (5,)]]
+    optimizer, tracked = optim_with_grads(device, g, params, momentum=0.9)
+    optimizer.state[params[1]]["momentum_buffer"] = params[1].grad
+    return optimizer.step, tracked
 
 
 @pytest.mark.parametrize(("build", "raises", "match"), CASES)

@@ -613,6 +613,64 @@ def step_state_without_bias_buffer(device, g):
     return step_call(X, y, weight, bias, state=state, **MOMENTUM)
 
 
+# Aliasing: weight, bias and (with momentum) the buffers are written in place, X, y and
+# indices read while they are (the epoch reads later minibatches after earlier updates).
+# A written tensor that shares memory with another argument would be silently corrupted.
+
+@bad_case(RuntimeError, r"fused_linreg\.linreg_step_: bias shares memory with weight")
+def step_bias_overlaps_weight(device, g):
+    X, y, weight, bias = problem(device, g)
+    base = torch.cat([weight.flatten(), bias])
+    return step_call(X, y, base[:6].view(2, 3), base[5:7])  # element 5 is in both
+
+
+@bad_case(RuntimeError, r"fused_linreg\.linreg_step_: weight shares memory with X")
+def step_weight_is_rows_of_X(device, g):
+    X, y, weight, bias = problem(device, g)
+    return step_call(X, y, X[:2], bias)
+
+
+@bad_case(RuntimeError, r"fused_linreg\.linreg_epoch_: bias shares memory with y")
+def epoch_bias_is_a_row_of_y(device, g):
+    X, y, weight, bias = problem(device, g)
+    return epoch_call(X, y, weight, y[3])
+
+
+@bad_case(RuntimeError, r"fused_linreg\.linreg_step_: weight_momentum shares memory with weight")
+def step_weight_buffer_is_weight(device, g):
+    X, y, weight, bias = problem(device, g)
+    state = {WEIGHT_BUFFER: weight, BIAS_BUFFER: bias.clone()}
+    return step_call(X, y, weight, bias, state=state, **MOMENTUM)
+
+
+@bad_case(RuntimeError, r"fused_linreg\.linreg_step_: bias_momentum shares memory with weight_momentum")
+def step_buffers_overlap(device, g):
+    X, y, weight, bias = problem(device, g)
+    state = trained_state(X, y, weight, bias)
+    state[BIAS_BUFFER] = state[WEIGHT_BUFFER].view(-1)[4:6]
+    return step_call(X, y, weight, bias, state=state, **MOMENTUM)
+
+
+@bad_case(RuntimeError, r"fused_linreg\.linreg_epoch_: bias_momentum shares memory with X")
+def epoch_bias_buffer_is_in_X(device, g):
+    X, y, weight, bias = problem(device, g)
+    state = trained_state(X, y, weight, bias)
+    state[BIAS_BUFFER] = X[5, :2]
+    return epoch_call(X, y, weight, bias, state=state, **MOMENTUM)
+
+
+@bad_case(RuntimeError, r"fused_linreg\.linreg_epoch_: weight shares memory with indices")
+def epoch_indices_alias_weight(device, g):
+    """Row numbers read through the bits of the weights would change under the update:
+    the kernel would read rows that were never range-checked."""
+    X, y, _, bias = problem(device, g)
+    rows = torch.tensor([3, 1, 4, 1, 5, 9], device=device)
+    # The bits of rows[3:], read as float32, are the weights (tiny ones): rows[4:] would
+    # change after the first minibatch of 4 rows.
+    weight = rows.view(torch.float32)[6:].view(2, 3)
+    return epoch_call(X, y, weight, bias, indices=rows)
+
+
 @pytest.mark.parametrize(("build", "raises", "match"), BAD_CASES)
 def test_bad_input_raises_and_changes_nothing(build, raises, match, device, generator):
     call, tracked = build(device, generator)
@@ -663,6 +721,18 @@ def test_non_contiguous_tensors_give_the_contiguous_results(bias, device, genera
     for got, want in zip(updated, expected_updated):
         assert not got.is_contiguous()
         assert_bitwise_equal(got, want, "parameter or buffer")
+
+
+def test_arguments_that_are_only_read_may_share_memory(device, generator):
+    """Only the tensors written in place must not overlap (the aliasing cases of the bad input
+    above): y may be a view of X's memory."""
+    X, _, weight, bias = make_problem(12, 3, 1, generator=generator, device=device)
+    y = X.view(-1)[:12]  # X's first 12 elements, read as the targets
+    expected_weight, expected_bias = weight.clone(), bias.clone()
+    expected = fused_linreg.linreg_step_(X.clone(), y.clone(), expected_weight, expected_bias, lr=LR)
+    assert_bitwise_equal(fused_linreg.linreg_step_(X, y, weight, bias, lr=LR), expected, "loss")
+    assert_bitwise_equal(weight, expected_weight, "weight")
+    assert_bitwise_equal(bias, expected_bias, "bias")
 
 
 # --- data-parallel training with torch.distributed -------------------------------------------------

@@ -175,6 +175,22 @@ def test_sgd_updates_non_contiguous_tensors_in_place(device, generator):
         assert_close_to_reference(got, expected)
 
 
+def test_tensors_may_share_memory_where_nothing_is_corrupted(device, generator):
+    """What the aliasing checks (test_bad_input) must let through: one grad read for two
+    parameters (grads are only written with grad_scale), and parameters that are interleaved
+    strided views of one tensor, which share its memory but no element."""
+    base = randn((12,), generator=generator, dtype=torch.float64, device=device)
+    params = [base[0::2], base[1::2]]
+    shared_grad = randn((6,), generator=generator, dtype=torch.float64, device=device)
+    expected_params = copies(params)
+    buffers, expected_buffers = [None, None], [None, None]
+    hyper = dict(momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.01, maximize=False)
+    fused_linreg.sgd_(params, [shared_grad, shared_grad], buffers, lr=LR, **hyper)
+    torch_sgd_step(expected_params, [shared_grad.clone(), shared_grad.clone()], expected_buffers, lr=LR, **hyper)
+    for got, expected in zip(params + buffers, expected_params + expected_buffers):
+        assert_close_to_reference(got, expected)
+
+
 def test_sgd_of_no_parameters_is_a_no_op():
     fused_linreg.sgd_([], [], [], lr=LR, momentum=0.9)
 

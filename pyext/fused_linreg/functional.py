@@ -155,7 +155,10 @@ def sgd_(
         grad_scale: optional one-element tensor that the gradients are divided by.
         found_inf: optional one-element tensor; nonzero skips the whole step.
 
-    Non-finite ``lr``, ``momentum`` or ``weight_decay`` raise. When ``found_inf`` is
+    Non-finite ``lr``, ``momentum`` or ``weight_decay`` raise, and so does a tensor that is
+    written (a parameter, a momentum buffer, a grad when ``grad_scale`` is given) sharing
+    memory with any other tensor argument: the kernel's parallel in-place writes would
+    corrupt it. When ``found_inf`` is
     given and some buffer is still ``None``, it is read on the host once after the
     kernel (a device sync) to know whether to store the new buffers.
     """

@@ -127,6 +127,9 @@ def linreg_step_(
             (``"weight_momentum_buffer"``, ``"bias_momentum_buffer"``), later steps update
             them in place. Nothing is stored when ``momentum`` is 0 or the step raises.
 
+    ``weight``, ``bias`` and the momentum buffers are written in place: one that shares
+    memory with another of them, or with ``X`` or ``y``, raises (RuntimeError).
+
     Returns:
         The 0-dim minibatch loss before the update.
     """
@@ -194,7 +197,8 @@ def linreg_epoch_(
         generator: random generator for the default ``indices``.
         momentum, dampening, nesterov, weight_decay, maximize, state: as in
             :func:`linreg_step_`; the epoch's first step is the state's first step
-            when ``state`` has no buffers yet.
+            when ``state`` has no buffers yet. As there, the tensors written in place
+            must not share memory with the others (``indices`` included).
 
     Returns:
         The per-minibatch losses (each before its update), shape ``(ceil(m / batch_size),)``.

@@ -48,6 +48,9 @@ class SGD(torch.optim.SGD):
     * ``foreach`` and ``fused`` are accepted (and kept in ``param_groups``) but have no
       effect: every step is one kernel launch per parameter group and device;
     * ``differentiable=True`` and sparse gradients are not supported;
+    * parameters, gradients and momentum buffers that share memory (two parameters over one
+      tensor, a gradient that aliases a parameter) raise, where torch's loop would update the
+      shared memory twice;
     * it works with ``torch.amp.GradScaler`` without a host sync: the scaler's
       ``grad_scale`` / ``found_inf`` are handed to the kernel, which unscales the
       gradients and skips the whole step (momentum state included) on inf/NaN.
