@@ -79,46 +79,6 @@ inline void dot_all_rows(const acc_t* x, const acc_t* w, int64_t len, int64_t ro
   }
 }
 
-// out[r * rows + j] = dot(x[r], w_j) for R rows x[r] and every row j < rows of
-// w: each weight row is read once for all R, and the R sums run side by side.
-template <int R, typename acc_t>
-inline void dot_row_block(const acc_t* const* x, const acc_t* w, int64_t len, int64_t rows, acc_t* out) {
-  using Vec = Vectorized<acc_t>;
-  for (int64_t j = 0; j < rows; ++j) {
-    const acc_t* w_j = w + j * len;
-    Vec acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = Vec(acc_t(0));
-    int64_t d = 0;
-    for (; d + Vec::size() <= len; d += Vec::size()) {
-      const Vec wv = Vec::loadu(w_j + d);
-      for (int r = 0; r < R; ++r) acc[r] = at::vec::fmadd(Vec::loadu(x[r] + d), wv, acc[r]);
-    }
-    for (int r = 0; r < R; ++r) {
-      acc_t sum = d > 0 ? lane_sum(acc[r]) : acc_t(0);
-      for (int64_t t = d; t < len; ++t) sum += x[r][t] * w_j[t];
-      out[r * rows + j] = sum;
-    }
-  }
-}
-
-// y += alpha[0] * x[0] + ... + alpha[R-1] * x[R-1], added in that order: one
-// pass over y for R rows.
-template <int R, typename acc_t>
-inline void axpy_row_block(const acc_t* alpha, const acc_t* const* x, int64_t len, acc_t* y) {
-  using Vec = Vectorized<acc_t>;
-  Vec a[R];
-  for (int r = 0; r < R; ++r) a[r] = Vec(alpha[r]);
-  int64_t d = 0;
-  for (; d + Vec::size() <= len; d += Vec::size()) {
-    Vec sum = Vec::loadu(y + d);
-    for (int r = 0; r < R; ++r) sum = at::vec::fmadd(a[r], Vec::loadu(x[r] + d), sum);
-    sum.store(y + d);
-  }
-  for (; d < len; ++d) {
-    for (int r = 0; r < R; ++r) y[d] += alpha[r] * x[r][d];
-  }
-}
-
 // y += alpha * x
 template <typename acc_t>
 inline void axpy(acc_t alpha, const acc_t* x, int64_t len, acc_t* y) {

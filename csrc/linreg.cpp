@@ -10,7 +10,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <array>
 #include <vector>
 
 #include "checks.h"
@@ -38,62 +37,33 @@ struct Batch {
   int64_t n;
 };
 
-// Rows are taken kRowBlock at a time: their dot products run side by side and
-// each gradient row is updated once per block, which hides the latency of the
-// per-row horizontal sums; the order of every sum still depends only on the
-// shape.
-constexpr int kRowBlock = 4;
-
-// Float copies of a block's rows (for the half types).
-template <typename acc_t>
-using RowScratch = std::array<std::vector<acc_t>, kRowBlock>;
-
 template <typename scalar_t, typename acc_t>
 struct Scratch {
-  RowScratch<acc_t> x_rows;
+  std::vector<acc_t> x_row;
   std::vector<acc_t> residual;
   std::vector<acc_t> partials;
   std::vector<acc_t> weight;  // float copies of the parameters for the half types
   std::vector<acc_t> bias;
 };
 
-// Adds the loss and gradient sums of R rows starting at row i of the batch.
-template <int R, typename scalar_t, typename acc_t>
-acc_t accumulate_row_block(const Batch<scalar_t>& batch, int64_t i, const SumLayout& layout, const acc_t* W,
-                           const acc_t* b, acc_t* sums, RowScratch<acc_t>& x_scratch, acc_t* residual) {
-  const int64_t d = layout.d, k = layout.k;
-  int64_t row[R];
-  const acc_t* x[R];
-  for (int r = 0; r < R; ++r) {
-    row[r] = batch.rows ? batch.rows[i + r] : i + r;
-    x[r] = cpu::row_as<acc_t>(batch.X + row[r] * d, d, x_scratch[r]);
-  }
-  cpu::dot_row_block<R>(x, W, d, k, residual);
-  acc_t loss = 0;
-  for (int64_t j = 0; j < k; ++j) {
-    acc_t r_j[R];
-    for (int r = 0; r < R; ++r) {
-      r_j[r] = residual[r * k + j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(batch.y[row[r] * k + j]);
-    }
-    acc_t* sums_j = sums + j * layout.row_stride();
-    cpu::axpy_row_block<R>(r_j, x, d, sums_j);
-    for (int r = 0; r < R; ++r) {
-      sums_j[d] += r_j[r];
-      loss += acc_t(0.5) * r_j[r] * r_j[r];
-    }
-  }
-  return loss;
-}
-
 template <typename scalar_t, typename acc_t>
 void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const SumLayout& layout,
-                     const acc_t* W, const acc_t* b, acc_t* sums, RowScratch<acc_t>& x_scratch, acc_t* residual) {
+                     const acc_t* W, const acc_t* b, acc_t* sums, std::vector<acc_t>& x_scratch,
+                     acc_t* residual) {
+  const int64_t d = layout.d, k = layout.k;
   acc_t loss = 0;
-  int64_t i = begin;
-  for (; i + kRowBlock <= end; i += kRowBlock) {
-    loss += accumulate_row_block<kRowBlock>(batch, i, layout, W, b, sums, x_scratch, residual);
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t row = batch.rows ? batch.rows[i] : i;
+    const acc_t* x = cpu::row_as<acc_t>(batch.X + row * d, d, x_scratch);
+    cpu::dot_all_rows(x, W, d, k, residual);
+    for (int64_t j = 0; j < k; ++j) {
+      const acc_t r = residual[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(batch.y[row * k + j]);
+      loss += acc_t(0.5) * r * r;
+      acc_t* sums_j = sums + j * layout.row_stride();
+      cpu::axpy(r, x, d, sums_j);
+      sums_j[d] += r;
+    }
   }
-  for (; i < end; ++i) loss += accumulate_row_block<1>(batch, i, layout, W, b, sums, x_scratch, residual);
   sums[layout.loss_index()] += loss;
 }
 
@@ -103,21 +73,21 @@ void batch_sums(const Batch<scalar_t>& batch, const SumLayout& layout, const acc
                 Scratch<scalar_t, acc_t>& scratch, acc_t* totals) {
   const int64_t width = layout.size();
   const int64_t chunks = cpu::row_chunks(batch.n, width);
-  scratch.residual.resize(static_cast<size_t>(kRowBlock * layout.k));
+  scratch.residual.resize(static_cast<size_t>(layout.k));
   std::fill(totals, totals + width, acc_t(0));
   if (chunks == 1) {
-    accumulate_rows(batch, 0, batch.n, layout, W, b, totals, scratch.x_rows, scratch.residual.data());
+    accumulate_rows(batch, 0, batch.n, layout, W, b, totals, scratch.x_row, scratch.residual.data());
     return;
   }
   const int64_t rows_per_chunk = cpu::ceil_div(batch.n, chunks);
   scratch.partials.assign(static_cast<size_t>(chunks * width), acc_t(0));
   acc_t* partials = scratch.partials.data();
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    RowScratch<acc_t> x_rows;
-    std::vector<acc_t> residual(static_cast<size_t>(kRowBlock * layout.k));
+    std::vector<acc_t> x_row;
+    std::vector<acc_t> residual(static_cast<size_t>(layout.k));
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       accumulate_rows(batch, c * rows_per_chunk, std::min(batch.n, (c + 1) * rows_per_chunk), layout, W, b,
-                      partials + c * width, x_rows, residual.data());
+                      partials + c * width, x_row, residual.data());
     }
   });
   for (int64_t c = 0; c < chunks; ++c) {
