@@ -154,6 +154,11 @@ inline void check_no_overlap(const std::vector<OverlapArg>& args, const char* op
   for (size_t a = 0; a < args.size(); ++a) {
     const at::Tensor& t = *args[a].tensor;
     if (!t.defined() || t.numel() == 0) continue;
+    // An expanded (stride-0) tensor would be written through a contiguous
+    // temporary whose copy back fails, after the other updates are done.
+    TORCH_CHECK(!args[a].written || at::has_internal_overlap(t) != at::MemOverlap::Yes, "fused_linreg.", op, ": ",
+                overlap_arg_name(args[a]), " has elements that share memory (e.g. an expanded tensor) and cannot be ",
+                "written in place");
     int64_t low = 0, high = 0;  // element offsets of the first and last element in memory
     for (int64_t dim = 0; dim < t.dim(); ++dim) {
       const int64_t extent = t.stride(dim) * (t.size(dim) - 1);

@@ -393,6 +393,24 @@ def sgd_tensor_lr_buffer_is_another_grad(device, g):
     return sgd_call(params, grads, buffers, lr=torch.tensor(0.1, device=device))
 
 
+# A written tensor that is expanded (stride 0) cannot be written in place: the temporary
+# it is updated in could not be copied back, and that copy would fail after the update.
+
+@case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[0\] has elements that share memory")
+def sgd_expanded_buffer(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    buffers[0] = randn((1, 3), generator=g, device=device).expand(4, 3)
+    return sgd_call(params, grads, buffers)
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: grads\[1\] has elements that share memory")
+def sgd_expanded_grad_with_grad_scale(device, g):
+    """With grad_scale the grads are unscaled in place; without it an expanded grad is fine."""
+    params, grads, buffers = sgd_lists(device, g)
+    grads[1] = randn((1,), generator=g, device=device).expand(5)
+    return sgd_call(params, grads, buffers, grad_scale=torch.tensor(2.0, device=device))
+
+
 # --- optim.SGD ----------------------------------------------------------------------------
 
 @case(RuntimeError, r"fused_linreg\.optim\.SGD does not support sparse gradients")

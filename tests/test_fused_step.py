@@ -671,6 +671,20 @@ def epoch_indices_alias_weight(device, g):
     return epoch_call(X, y, weight, bias, indices=rows)
 
 
+@bad_case(RuntimeError, r"fused_linreg\.linreg_step_: weight has elements that share memory")
+def step_expanded_weight(device, g):
+    X, y, weight, bias = problem(device, g)
+    return step_call(X, y, weight[:1].expand(2, 3), bias)
+
+
+@bad_case(RuntimeError, r"fused_linreg\.linreg_step_: weight_momentum has elements that share memory")
+def step_expanded_weight_buffer(device, g):
+    X, y, weight, bias = problem(device, g)
+    state = trained_state(X, y, weight, bias)
+    state[WEIGHT_BUFFER] = state[WEIGHT_BUFFER][:1].expand(2, 3)
+    return step_call(X, y, weight, bias, state=state, **MOMENTUM)
+
+
 @pytest.mark.parametrize(("build", "raises", "match"), BAD_CASES)
 def test_bad_input_raises_and_changes_nothing(build, raises, match, device, generator):
     call, tracked = build(device, generator)

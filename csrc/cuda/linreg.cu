@@ -112,6 +112,7 @@ at::Tensor linreg_step_cuda(const at::Tensor& X, const at::Tensor& y, const at::
   const UpdateArgs args{lr, {weight_decay, momentum, dampening, nesterov, maximize}, is_first_step};
   check_linreg_args(X, y, weight, bias, "linreg_step_");
   check_linreg_update_args(weight, bias, weight_momentum, bias_momentum, lr, args.opt, "linreg_step_");
+  check_linreg_no_overlap(X, y, at::Tensor(), weight, bias, weight_momentum, bias_momentum, momentum, "linreg_step_");
   TORCH_CHECK(X.size(0) >= 1, "fused_linreg.linreg_step_: X has no rows (the loss of an empty batch is undefined)");
   return run_steps(X, y, at::Tensor(), X.size(0), weight, bias, weight_momentum, bias_momentum, args).squeeze(0);
 }
@@ -125,6 +126,7 @@ at::Tensor linreg_epoch_cuda(const at::Tensor& X, const at::Tensor& y, const at:
   check_linreg_args(X, y, weight, bias, "linreg_epoch_");
   check_linreg_update_args(weight, bias, weight_momentum, bias_momentum, lr, args.opt, "linreg_epoch_");
   check_epoch_indices(indices, X, batch_size);
+  check_linreg_no_overlap(X, y, indices, weight, bias, weight_momentum, bias_momentum, momentum, "linreg_epoch_");
   const c10::cuda::OptionalCUDAGuard guard(X.device());
   // One host sync per epoch: an out-of-range row must raise before anything is
   // written. Only a failing check copies the indices to the host, to name the row.
