@@ -65,10 +65,12 @@ SANITIZE_ENV = LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -pri
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONPATH=$(SANITIZE_DIR)/lib
 
 # First make sure the tests will import the sanitized copy, not an installed or in-place build.
+# --capture=sys: a sanitizer writes its report to file descriptor 2 and halts; pytest's
+# default fd capture would swallow the report with the test.
 sanitize: sanitize-build
 	$(SANITIZE_ENV) $(BIN)/python -c \
 		"import fused_linreg; assert fused_linreg.__file__.startswith('$(SANITIZE_DIR)/'), fused_linreg.__file__"
-	$(SANITIZE_ENV) $(BIN)/python -m pytest tests -q -p no:cacheprovider $(SANITIZE_ARGS)
+	$(SANITIZE_ENV) $(BIN)/python -m pytest tests -q -p no:cacheprovider --capture=sys $(SANITIZE_ARGS)
 
 clean:
 	rm -rf build pyext/*.egg-info pyext/fused_linreg/_C*.so $(VENV)/.built
