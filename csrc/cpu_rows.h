@@ -1,5 +1,5 @@
 // Small helpers of the CPU kernels: rows converted to the accumulation type,
-// vectorised dot products and axpy, and fixed-order horizontal sums. Every
+// vectorised dot products and scaled row sums, and fixed-order horizontal sums. Every
 // reduction here sums in an order that depends only on the lengths involved,
 // never on the thread count.
 #pragma once
@@ -40,16 +40,64 @@ inline void store_row(const acc_t* src, int64_t len, scalar_t* dst) {
   }
 }
 
+// Lane i < size/2 is a[2i] + a[2i+1], lane size/2 + i is b[2i] + b[2i+1].
+template <typename acc_t>
+inline Vectorized<acc_t> pair_sums(const Vectorized<acc_t>& a, const Vectorized<acc_t>& b) {
+  const auto halves = at::vec::deinterleave2(a, b);
+  return halves.first + halves.second;
+}
+
+// out[j] = the sum of acc[j]'s lanes, for NB = 1, 2 or 4 accumulators at once.
+// Summing lanes one by one cost more than the dot products before it (and every
+// row's residual waits for it); merging the accumulators pairwise reduces all
+// of them with one tree of vector adds, in an order set by the vector width.
+template <int NB, typename acc_t>
+inline void lane_sums(const Vectorized<acc_t> (&acc)[NB], acc_t* out) {
+  static_assert(NB == 1 || NB == 2 || NB == 4, "lane_sums merges 1, 2 or 4 accumulators");
+  using Vec = Vectorized<acc_t>;
+  Vec merged = acc[0];
+  if constexpr (NB == 2) merged = pair_sums(acc[0], acc[1]);
+  if constexpr (NB == 4) merged = pair_sums(pair_sums(acc[0], acc[1]), pair_sums(acc[2], acc[3]));
+  // acc[j]'s partial sums now fill lanes [j * size / NB, (j + 1) * size / NB).
+  for (int lanes_each = Vec::size() / NB; lanes_each > 1; lanes_each /= 2) merged = pair_sums(merged, merged);
+  alignas(64) acc_t lanes[Vec::size()];
+  merged.store(lanes);
+  for (int j = 0; j < NB; ++j) out[j] = lanes[j];
+}
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// The four-accumulator float case is every dot product of the multi-output
+// kernels. Lane-crossing permutes are slow (the generic tree above costs more
+// than the dot products), so this adds within each 128-bit lane first, with
+// cheap unpacks and shuffles, leaving one cross-lane step per 128 bits.
+template <>
+inline void lane_sums<4, float>(const Vectorized<float> (&acc)[4], float* out) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(acc[0], acc[1]), _mm512_unpackhi_ps(acc[0], acc[1]));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(acc[2], acc[3]), _mm512_unpackhi_ps(acc[2], acc[3]));
+  // Each 128-bit lane now holds partial sums of acc[0..3] in that order.
+  __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
+  sums = _mm512_add_ps(sums, _mm512_shuffle_f32x4(sums, sums, 0x4E));
+  sums = _mm512_add_ps(sums, _mm512_shuffle_f32x4(sums, sums, 0xB1));
+  _mm_storeu_ps(out, _mm512_castps512_ps128(sums));
+#else
+  const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(acc[0], acc[1]), _mm256_unpackhi_ps(acc[0], acc[1]));
+  const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(acc[2], acc[3]), _mm256_unpackhi_ps(acc[2], acc[3]));
+  const __m256 sums = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, 0x44), _mm256_shuffle_ps(ab, cd, 0xEE));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1)));
+#endif
+}
+#endif
+
 template <typename acc_t>
 inline acc_t lane_sum(const Vectorized<acc_t>& v) {
-  alignas(64) acc_t lanes[Vectorized<acc_t>::size()];
-  v.store(lanes);
-  acc_t sum = 0;
-  for (int i = 0; i < Vectorized<acc_t>::size(); ++i) sum += lanes[i];
+  const Vectorized<acc_t> one[1] = {v};
+  acc_t sum;
+  lane_sums(one, &sum);
   return sum;
 }
 
-// out[j] = dot(x, w + j * len) for NB consecutive weight rows, reading x once.
+// out[j] = dot(x, w + j * len) for NB = 1, 2 or 4 consecutive weight rows, reading x once.
 template <int NB, typename acc_t>
 inline void dot_rows(const acc_t* x, const acc_t* w, int64_t len, acc_t* out) {
   using Vec = Vectorized<acc_t>;
@@ -60,10 +108,13 @@ inline void dot_rows(const acc_t* x, const acc_t* w, int64_t len, acc_t* out) {
     const Vec xv = Vec::loadu(x + d);
     for (int j = 0; j < NB; ++j) acc[j] = at::vec::fmadd(xv, Vec::loadu(w + j * len + d), acc[j]);
   }
+  if (d > 0) {
+    lane_sums(acc, out);
+  } else {
+    std::fill(out, out + NB, acc_t(0));  // rows shorter than a vector (the book's two features)
+  }
   for (int j = 0; j < NB; ++j) {
-    acc_t sum = d > 0 ? lane_sum(acc[j]) : acc_t(0);
-    for (int64_t t = d; t < len; ++t) sum += x[t] * w[j * len + t];
-    out[j] = sum;
+    for (int64_t t = d; t < len; ++t) out[j] += x[t] * w[j * len + t];
   }
 }
 
@@ -72,25 +123,57 @@ template <typename acc_t>
 inline void dot_all_rows(const acc_t* x, const acc_t* w, int64_t len, int64_t rows, acc_t* out) {
   int64_t j = 0;
   for (; j + 4 <= rows; j += 4) dot_rows<4>(x, w + j * len, len, out + j);
-  switch (rows - j) {
-    case 3: dot_rows<3>(x, w + j * len, len, out + j); break;
-    case 2: dot_rows<2>(x, w + j * len, len, out + j); break;
-    case 1: dot_rows<1>(x, w + j * len, len, out + j); break;
-    default: break;
+  if (rows - j >= 2) {
+    dot_rows<2>(x, w + j * len, len, out + j);
+    j += 2;
+  }
+  if (rows - j == 1) dot_rows<1>(x, w + j * len, len, out + j);
+}
+
+// sum += scale[0] * rows[0] + scale[1] * rows[1] + ... (each element in row
+// order, so bitwise the same as one axpy per row), loading and storing `sum`
+// once per block of rows instead of once per row.
+template <typename acc_t>
+inline void add_scaled_rows(const acc_t* const* rows, const acc_t* scale, int64_t count, int64_t len, acc_t* sum) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int kUnroll = 4;  // independent sums in flight, to hide the latency of each FMA chain
+  int64_t d = 0;
+  for (; d + kUnroll * Vec::size() <= len; d += kUnroll * Vec::size()) {
+    Vec acc[kUnroll];
+    for (int u = 0; u < kUnroll; ++u) acc[u] = Vec::loadu(sum + d + u * Vec::size());
+    for (int64_t i = 0; i < count; ++i) {
+      const Vec s(scale[i]);
+      for (int u = 0; u < kUnroll; ++u) acc[u] = at::vec::fmadd(s, Vec::loadu(rows[i] + d + u * Vec::size()), acc[u]);
+    }
+    for (int u = 0; u < kUnroll; ++u) acc[u].store(sum + d + u * Vec::size());
+  }
+  for (; d + Vec::size() <= len; d += Vec::size()) {
+    Vec acc = Vec::loadu(sum + d);
+    for (int64_t i = 0; i < count; ++i) acc = at::vec::fmadd(Vec(scale[i]), Vec::loadu(rows[i] + d), acc);
+    acc.store(sum + d);
+  }
+  for (; d < len; ++d) {
+    acc_t acc = sum[d];
+    for (int64_t i = 0; i < count; ++i) acc += scale[i] * rows[i][d];
+    sum[d] = acc;
   }
 }
 
-// y += alpha * x
+// Gradient-like sums over rows take the rows in blocks of this many, so that
+// add_scaled_rows loads and stores each sum once per block.
+constexpr int64_t kRowBlock = 8;
+
+// Up to kRowBlock rows as acc_t: the rows themselves, or converted copies.
 template <typename acc_t>
-inline void axpy(acc_t alpha, const acc_t* x, int64_t len, acc_t* y) {
-  using Vec = Vectorized<acc_t>;
-  const Vec a(alpha);
-  int64_t d = 0;
-  for (; d + Vec::size() <= len; d += Vec::size()) {
-    at::vec::fmadd(a, Vec::loadu(x + d), Vec::loadu(y + d)).store(y + d);
+struct RowBlock {
+  const acc_t* rows[kRowBlock];
+  std::vector<acc_t> converted[kRowBlock];
+
+  template <typename scalar_t>
+  void set(int64_t i, const scalar_t* src, int64_t len) {
+    rows[i] = row_as<acc_t>(src, len, converted[i]);
   }
-  for (; d < len; ++d) y[d] += alpha * x[d];
-}
+};
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

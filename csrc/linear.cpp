@@ -49,14 +49,16 @@ void linear_backward_input_skinny(const at::Tensor& grad2d, const at::Tensor& we
   const at::Tensor w_acc = weight.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
   const scalar_t* g = grad2d.const_data_ptr<scalar_t>();
   const acc_t* w = w_acc.const_data_ptr<acc_t>();
+  const acc_t* w_rows[kSkinnyMaxOut];
+  for (int64_t j = 0; j < out; ++j) w_rows[j] = w + j * in;
   scalar_t* gx = grad_x2d.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, rows, row_grain(in * out), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> row(static_cast<size_t>(in));
+    acc_t g_row[kSkinnyMaxOut];
     for (int64_t i = begin; i < end; ++i) {
       std::fill(row.begin(), row.end(), acc_t(0));
-      for (int64_t j = 0; j < out; ++j) {
-        cpu::axpy(static_cast<acc_t>(g[i * out + j]), w + j * in, in, row.data());
-      }
+      for (int64_t j = 0; j < out; ++j) g_row[j] = static_cast<acc_t>(g[i * out + j]);
+      cpu::add_scaled_rows(w_rows, g_row, out, in, row.data());
       cpu::store_row(row.data(), in, gx + i * in);
     }
   });
@@ -66,6 +68,7 @@ template <typename scalar_t>
 void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x2d, at::Tensor& grad_weight,
                                    at::Tensor& grad_bias) {
   using acc_t = at::opmath_type<scalar_t>;
+  using cpu::kRowBlock;
   const int64_t rows = x2d.size(0), in = x2d.size(1), out = grad2d.size(1);
   const int64_t row_stride = in + 1;  // each output's partial: in weight sums, then the bias sum
   const int64_t chunks = cpu::row_chunks(rows, out * row_stride);
@@ -75,16 +78,23 @@ void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x
   const scalar_t* g = grad2d.const_data_ptr<scalar_t>();
   acc_t* part = partials.mutable_data_ptr<acc_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    std::vector<acc_t> row_scratch;
+    cpu::RowBlock<acc_t> block;
+    acc_t g_block[kSkinnyMaxOut][kRowBlock];  // g_block[j][i]: grad of output j in row i of the block
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       acc_t* chunk_part = part + c * out * row_stride;
       const int64_t row_end = std::min(rows, (c + 1) * rows_per_chunk);
-      for (int64_t i = c * rows_per_chunk; i < row_end; ++i) {
-        const acc_t* xrow = cpu::row_as<acc_t>(x + i * in, in, row_scratch);
+      for (int64_t first = c * rows_per_chunk; first < row_end; first += kRowBlock) {
+        const int64_t count = std::min(kRowBlock, row_end - first);
+        for (int64_t i = 0; i < count; ++i) {
+          block.set(i, x + (first + i) * in, in);
+          for (int64_t j = 0; j < out; ++j) g_block[j][i] = static_cast<acc_t>(g[(first + i) * out + j]);
+        }
         for (int64_t j = 0; j < out; ++j) {
-          const acc_t gij = static_cast<acc_t>(g[i * out + j]);
-          cpu::axpy(gij, xrow, in, chunk_part + j * row_stride);
-          chunk_part[j * row_stride + in] += gij;
+          acc_t* sums_j = chunk_part + j * row_stride;
+          cpu::add_scaled_rows(block.rows, g_block[j], count, in, sums_j);
+          acc_t bias_sum = sums_j[in];  // in a local: through memory, each add would wait for the last store
+          for (int64_t i = 0; i < count; ++i) bias_sum += g_block[j][i];
+          sums_j[in] = bias_sum;
         }
       }
     }

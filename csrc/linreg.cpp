@@ -37,10 +37,18 @@ struct Batch {
   int64_t n;
 };
 
+// A block of rows, their k dot products and residuals.
+template <typename acc_t>
+struct BlockScratch {
+  cpu::RowBlock<acc_t> x;
+  std::vector<acc_t> dots;       // one row's k dot products
+  std::vector<acc_t> residuals;  // residuals[j * kRowBlock + i]: output j of row i
+  std::vector<acc_t> losses;     // loss sums per output: one long chain of dependent adds would be k times slower
+};
+
 template <typename scalar_t, typename acc_t>
 struct Scratch {
-  std::vector<acc_t> x_row;
-  std::vector<acc_t> residual;
+  BlockScratch<acc_t> block;
   std::vector<acc_t> partials;
   std::vector<acc_t> weight;  // float copies of the parameters for the half types
   std::vector<acc_t> bias;
@@ -48,22 +56,41 @@ struct Scratch {
 
 template <typename scalar_t, typename acc_t>
 void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const SumLayout& layout,
-                     const acc_t* W, const acc_t* b, acc_t* sums, std::vector<acc_t>& x_scratch,
-                     acc_t* residual) {
+                     const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<acc_t>& block) {
+  using cpu::kRowBlock;
   const int64_t d = layout.d, k = layout.k;
-  acc_t loss = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    const int64_t row = batch.rows ? batch.rows[i] : i;
-    const acc_t* x = cpu::row_as<acc_t>(batch.X + row * d, d, x_scratch);
-    cpu::dot_all_rows(x, W, d, k, residual);
+  block.dots.resize(static_cast<size_t>(k));
+  block.residuals.resize(static_cast<size_t>(k * kRowBlock));
+  block.losses.assign(static_cast<size_t>(k), acc_t(0));
+  acc_t* dots = block.dots.data();
+  acc_t* residuals = block.residuals.data();
+  acc_t* losses = block.losses.data();
+  for (int64_t first = begin; first < end; first += kRowBlock) {
+    const int64_t count = std::min(kRowBlock, end - first);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t row = batch.rows ? batch.rows[first + i] : first + i;
+      block.x.set(i, batch.X + row * d, d);
+      cpu::dot_all_rows(block.x.rows[i], W, d, k, dots);
+      for (int64_t j = 0; j < k; ++j) {
+        residuals[j * kRowBlock + i] = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(batch.y[row * k + j]);
+      }
+    }
     for (int64_t j = 0; j < k; ++j) {
-      const acc_t r = residual[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(batch.y[row * k + j]);
-      loss += acc_t(0.5) * r * r;
       acc_t* sums_j = sums + j * layout.row_stride();
-      cpu::axpy(r, x, d, sums_j);
-      sums_j[d] += r;
+      const acc_t* r = residuals + j * kRowBlock;
+      cpu::add_scaled_rows(block.x.rows, r, count, d, sums_j);
+      // Summed in locals: through memory, each add would wait for the last store.
+      acc_t bias_sum = sums_j[d], loss = losses[j];
+      for (int64_t i = 0; i < count; ++i) {
+        bias_sum += r[i];
+        loss += acc_t(0.5) * r[i] * r[i];
+      }
+      sums_j[d] = bias_sum;
+      losses[j] = loss;
     }
   }
+  acc_t loss = 0;
+  for (int64_t j = 0; j < k; ++j) loss += losses[j];
   sums[layout.loss_index()] += loss;
 }
 
@@ -73,21 +100,19 @@ void batch_sums(const Batch<scalar_t>& batch, const SumLayout& layout, const acc
                 Scratch<scalar_t, acc_t>& scratch, acc_t* totals) {
   const int64_t width = layout.size();
   const int64_t chunks = cpu::row_chunks(batch.n, width);
-  scratch.residual.resize(static_cast<size_t>(layout.k));
   std::fill(totals, totals + width, acc_t(0));
   if (chunks == 1) {
-    accumulate_rows(batch, 0, batch.n, layout, W, b, totals, scratch.x_row, scratch.residual.data());
+    accumulate_rows(batch, 0, batch.n, layout, W, b, totals, scratch.block);
     return;
   }
   const int64_t rows_per_chunk = cpu::ceil_div(batch.n, chunks);
   scratch.partials.assign(static_cast<size_t>(chunks * width), acc_t(0));
   acc_t* partials = scratch.partials.data();
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    std::vector<acc_t> x_row;
-    std::vector<acc_t> residual(static_cast<size_t>(layout.k));
+    BlockScratch<acc_t> block;
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       accumulate_rows(batch, c * rows_per_chunk, std::min(batch.n, (c + 1) * rows_per_chunk), layout, W, b,
-                      partials + c * width, x_row, residual.data());
+                      partials + c * width, block);
     }
   });
   for (int64_t c = 0; c < chunks; ++c) {

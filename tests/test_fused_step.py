@@ -98,11 +98,13 @@ def run_steps_against_reference(X, y, weight, bias, *, steps, hyper, ref_dtype=t
 # --- linreg_step_ against the composed reference ------------------------------------------
 
 # (n, d, k, y_1d): single rows and features, the book's shape, k around the tuned limit of 16,
-# batches that span many parallel chunks.
+# batches that span many parallel chunks; d = 85 = 64 + 16 + 5 takes every path of the CPU
+# row loops (four vectors at a time, one, then single elements) and n = 301 a short last
+# block of rows.
 SHAPES = [
     (1, 1, 1, True), (1, 5, 3, False), (2, 1, 2, False), (10, 2, 1, True), (10, 2, 1, False), (7, 9, 4, False),
     (33, 17, 16, False), (100, 3, 20, False), (257, 64, 1, True), (1000, 300, 2, False), (5000, 8, 5, False),
-    (5000, 300, 1, True),
+    (5000, 300, 1, True), (301, 85, 4, False), (301, 85, 7, False),
 ]
 
 
