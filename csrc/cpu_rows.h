@@ -131,8 +131,7 @@ inline void dot_all_rows(const acc_t* x, const acc_t* w, int64_t len, int64_t ro
 }
 
 // sum += scale[0] * rows[0] + scale[1] * rows[1] + ... (each element in row
-// order, so bitwise the same as one axpy per row), loading and storing `sum`
-// once per block of rows instead of once per row.
+// order), loading and storing `sum` once.
 template <typename acc_t>
 inline void add_scaled_rows(const acc_t* const* rows, const acc_t* scale, int64_t count, int64_t len, acc_t* sum) {
   using Vec = Vectorized<acc_t>;
@@ -159,9 +158,67 @@ inline void add_scaled_rows(const acc_t* const* rows, const acc_t* scale, int64_
   }
 }
 
+
 // Gradient-like sums over rows take the rows in blocks of this many, so that
-// add_scaled_rows loads and stores each sum once per block.
+// add_outer_products loads and stores each sum once per block.
 constexpr int64_t kRowBlock = 8;
+
+// The outer-product update below, on NJ outputs by NV vectors of columns from
+// `col`: NJ x NV sums stay in registers across the block's rows, and each row's
+// vectors are loaded once for all NJ outputs.
+template <int NJ, int NV, typename acc_t>
+inline void add_outer_tile(const acc_t* const* rows, const acc_t* scales, int64_t count, int64_t col, acc_t* sums,
+                           int64_t stride) {
+  using Vec = Vectorized<acc_t>;
+  Vec acc[NJ][NV];
+  for (int j = 0; j < NJ; ++j) {
+    for (int v = 0; v < NV; ++v) acc[j][v] = Vec::loadu(sums + j * stride + col + v * Vec::size());
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    Vec x[NV];
+    for (int v = 0; v < NV; ++v) x[v] = Vec::loadu(rows[i] + col + v * Vec::size());
+    for (int j = 0; j < NJ; ++j) {
+      const Vec scale(scales[j * kRowBlock + i]);
+      for (int v = 0; v < NV; ++v) acc[j][v] = at::vec::fmadd(scale, x[v], acc[j][v]);
+    }
+  }
+  for (int j = 0; j < NJ; ++j) {
+    for (int v = 0; v < NV; ++v) acc[j][v].store(sums + j * stride + col + v * Vec::size());
+  }
+}
+
+template <int NJ, typename acc_t>
+inline void add_outer_columns(const acc_t* const* rows, const acc_t* scales, int64_t count, int64_t len, acc_t* sums,
+                              int64_t stride) {
+  using Vec = Vectorized<acc_t>;
+  int64_t col = 0;
+  for (; col + 2 * Vec::size() <= len; col += 2 * Vec::size()) {
+    add_outer_tile<NJ, 2>(rows, scales, count, col, sums, stride);
+  }
+  for (; col + Vec::size() <= len; col += Vec::size()) add_outer_tile<NJ, 1>(rows, scales, count, col, sums, stride);
+  for (int j = 0; j < NJ; ++j) {
+    for (int64_t c = col; c < len; ++c) {
+      acc_t sum = sums[j * stride + c];
+      for (int64_t i = 0; i < count; ++i) sum += scales[j * kRowBlock + i] * rows[i][c];
+      sums[j * stride + c] = sum;
+    }
+  }
+}
+
+// For each output j < k: sums[j * stride + c] += scales[j * kRowBlock + i] * rows[i][c]
+// over the block's rows i < count (in row order: the same sums as one axpy per
+// row) and columns c < len.
+template <typename acc_t>
+inline void add_outer_products(const acc_t* const* rows, const acc_t* scales, int64_t count, int64_t len, int64_t k,
+                               acc_t* sums, int64_t stride) {
+  int64_t j = 0;
+  for (; j + 4 <= k; j += 4) add_outer_columns<4>(rows, scales + j * kRowBlock, count, len, sums + j * stride, stride);
+  if (k - j >= 2) {
+    add_outer_columns<2>(rows, scales + j * kRowBlock, count, len, sums + j * stride, stride);
+    j += 2;
+  }
+  if (k - j == 1) add_outer_columns<1>(rows, scales + j * kRowBlock, count, len, sums + j * stride, stride);
+}
 
 // Up to kRowBlock rows as acc_t: the rows themselves, or converted copies.
 template <typename acc_t>

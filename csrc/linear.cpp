@@ -80,23 +80,23 @@ void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     cpu::RowBlock<acc_t> block;
     acc_t g_block[kSkinnyMaxOut][kRowBlock];  // g_block[j][i]: grad of output j in row i of the block
+    acc_t bias_sums[kSkinnyMaxOut];           // advanced a row at a time for all outputs: k short chains of adds
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       acc_t* chunk_part = part + c * out * row_stride;
       const int64_t row_end = std::min(rows, (c + 1) * rows_per_chunk);
+      std::fill(bias_sums, bias_sums + out, acc_t(0));
       for (int64_t first = c * rows_per_chunk; first < row_end; first += kRowBlock) {
         const int64_t count = std::min(kRowBlock, row_end - first);
         for (int64_t i = 0; i < count; ++i) {
           block.set(i, x + (first + i) * in, in);
-          for (int64_t j = 0; j < out; ++j) g_block[j][i] = static_cast<acc_t>(g[(first + i) * out + j]);
+          for (int64_t j = 0; j < out; ++j) {
+            g_block[j][i] = static_cast<acc_t>(g[(first + i) * out + j]);
+            bias_sums[j] += g_block[j][i];
+          }
         }
-        for (int64_t j = 0; j < out; ++j) {
-          acc_t* sums_j = chunk_part + j * row_stride;
-          cpu::add_scaled_rows(block.rows, g_block[j], count, in, sums_j);
-          acc_t bias_sum = sums_j[in];  // in a local: through memory, each add would wait for the last store
-          for (int64_t i = 0; i < count; ++i) bias_sum += g_block[j][i];
-          sums_j[in] = bias_sum;
-        }
+        cpu::add_outer_products(block.rows, &g_block[0][0], count, in, out, chunk_part, row_stride);
       }
+      for (int64_t j = 0; j < out; ++j) chunk_part[j * row_stride + in] = bias_sums[j];
     }
   });
   const int64_t sums = out * row_stride;

@@ -37,13 +37,16 @@ struct Batch {
   int64_t n;
 };
 
-// A block of rows, their k dot products and residuals.
+// A block of rows, their k dot products and residuals, and the sums that run
+// over all rows per output. Those sums advance one row at a time for all k
+// outputs together: k independent chains of adds, not one long chain per output.
 template <typename acc_t>
 struct BlockScratch {
   cpu::RowBlock<acc_t> x;
   std::vector<acc_t> dots;       // one row's k dot products
   std::vector<acc_t> residuals;  // residuals[j * kRowBlock + i]: output j of row i
-  std::vector<acc_t> losses;     // loss sums per output: one long chain of dependent adds would be k times slower
+  std::vector<acc_t> bias_sums;  // per output: sum of its residuals
+  std::vector<acc_t> losses;     // per output: sum of half its squared residuals
 };
 
 template <typename scalar_t, typename acc_t>
@@ -61,10 +64,13 @@ void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, c
   const int64_t d = layout.d, k = layout.k;
   block.dots.resize(static_cast<size_t>(k));
   block.residuals.resize(static_cast<size_t>(k * kRowBlock));
+  block.bias_sums.resize(static_cast<size_t>(k));
   block.losses.assign(static_cast<size_t>(k), acc_t(0));
   acc_t* dots = block.dots.data();
   acc_t* residuals = block.residuals.data();
+  acc_t* bias_sums = block.bias_sums.data();
   acc_t* losses = block.losses.data();
+  for (int64_t j = 0; j < k; ++j) bias_sums[j] = sums[j * layout.row_stride() + d];
   for (int64_t first = begin; first < end; first += kRowBlock) {
     const int64_t count = std::min(kRowBlock, end - first);
     for (int64_t i = 0; i < count; ++i) {
@@ -72,25 +78,19 @@ void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, c
       block.x.set(i, batch.X + row * d, d);
       cpu::dot_all_rows(block.x.rows[i], W, d, k, dots);
       for (int64_t j = 0; j < k; ++j) {
-        residuals[j * kRowBlock + i] = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(batch.y[row * k + j]);
+        const acc_t r = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(batch.y[row * k + j]);
+        residuals[j * kRowBlock + i] = r;
+        bias_sums[j] += r;
+        losses[j] += acc_t(0.5) * r * r;
       }
     }
-    for (int64_t j = 0; j < k; ++j) {
-      acc_t* sums_j = sums + j * layout.row_stride();
-      const acc_t* r = residuals + j * kRowBlock;
-      cpu::add_scaled_rows(block.x.rows, r, count, d, sums_j);
-      // Summed in locals: through memory, each add would wait for the last store.
-      acc_t bias_sum = sums_j[d], loss = losses[j];
-      for (int64_t i = 0; i < count; ++i) {
-        bias_sum += r[i];
-        loss += acc_t(0.5) * r[i] * r[i];
-      }
-      sums_j[d] = bias_sum;
-      losses[j] = loss;
-    }
+    cpu::add_outer_products(block.x.rows, residuals, count, d, k, sums, layout.row_stride());
   }
   acc_t loss = 0;
-  for (int64_t j = 0; j < k; ++j) loss += losses[j];
+  for (int64_t j = 0; j < k; ++j) {
+    sums[j * layout.row_stride() + d] = bias_sums[j];
+    loss += losses[j];
+  }
   sums[layout.loss_index()] += loss;
 }
 

@@ -117,7 +117,7 @@ class Sizes:
     loss: tuple[int, ...]
     sgd: tuple[tuple[int, int], ...]
     book: tuple[int, int]
-    step: tuple[int, int, int]
+    step: tuple[tuple[int, int, int], ...]
 
 
 _CPU_SIZES = Sizes(
@@ -129,7 +129,8 @@ _CPU_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 24),
     sgd=((200, 1000), (8, 1 << 20)),
     book=(1000, 10),
-    step=(1 << 20, 64, 1),  # 256 MiB of float32
+    # 256 MiB of float32; k = 4 and 16 outputs: at 16 the step is compute-bound here (4·n·d·k flops).
+    step=((1 << 20, 64, 1), (1 << 20, 64, 4), (1 << 20, 64, 16)),
 )
 
 _CUDA_SIZES = Sizes(
@@ -141,7 +142,7 @@ _CUDA_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 26),
     sgd=((200, 1000), (8, 1 << 22)),
     book=(1000, 10),
-    step=(1 << 22, 64, 1),  # 1 GiB of float32
+    step=((1 << 22, 64, 1),),  # 1 GiB of float32
 )
 
 _QUICK_SIZES = Sizes(
@@ -152,7 +153,7 @@ _QUICK_SIZES = Sizes(
     loss=(1 << 10, 1 << 14),
     sgd=((20, 100), (2, 1 << 14)),
     book=(200, 10),
-    step=(1 << 14, 64, 1),
+    step=((1 << 14, 64, 1), (1 << 12, 16, 4)),
 )
 
 
@@ -632,18 +633,23 @@ def _step_setup(ctx: Context, rows: int, d: int, k: int) -> Callable[[], Mapping
 
 
 def _step_benches(ctx: Context) -> list[Bench]:
-    rows, d, k = ctx.sizes.step
     impls = (Impl(_READ_X, reference=True), Impl(_BOOK_STEP), Impl(_COMPILED_BOOK_STEP, compiled=True), Impl(_HAND_STEP),
              Impl(_COMPILED_STEP, compiled=True), Impl(_NN_FOREACH), Impl(_NN_FUSED),
              Impl(_DROP_INS, ours=True), Impl(_OURS_STEP, ours=True))
     pairs = tuple((b.name, _OURS_STEP) for b in impls if not b.ours) + ((_NN_FOREACH, _DROP_INS),)
-    x_bytes, y_bytes = rows * d * ctx.itemsize, rows * k * ctx.itemsize
     remark = ("linreg step: one full-batch SGD step (forward, loss, backward, update) on a large X; the floor is "
               "one read of X and y. The row against `X.amax()` times that read on the same X right beside ours "
               "(immune to bandwidth drift): its speed-up is ours' fraction of the read floor. The nn loops use "
-              "MSELoss with lr/2 (the same update); torch.compile's compilation is excluded (see its table).")
-    return [Bench("step", "linreg step", f"{rows}x{d} -> {k}", impls, _step_setup(ctx, rows, d, k),
-                  x_bytes + y_bytes, Traffic(read=x_bytes + y_bytes), pairs, rotate=False, remark=remark)]
+              "MSELoss with lr/2 (the same update); torch.compile's compilation is excluded (see its table). "
+              "With several outputs the step does 4·n·d·k flops (forward and gradient), which at k = 16 take "
+              "longer than the read on a CPU: % of floor then uses the matmul rate.")
+    benches = []
+    for rows, d, k in ctx.sizes.step:
+        x_bytes, y_bytes = rows * d * ctx.itemsize, rows * k * ctx.itemsize
+        traffic = Traffic(read=x_bytes + y_bytes, flops=4 * rows * d * k)
+        benches.append(Bench("step", "linreg step", f"{rows}x{d} -> {k}", impls, _step_setup(ctx, rows, d, k),
+                             x_bytes + y_bytes, traffic, pairs, rotate=False, remark=remark))
+    return benches
 
 
 _BUILDERS: dict[str, Callable[[Context], list[Bench]]] = {

@@ -36,10 +36,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         # F.linear computes x @ weight here: one output feature, without its dimension.
         out = _ops.linear.default(x, weight.unsqueeze(0)).squeeze(-1)
         return out if bias is None else out + bias.expand_as(out)
-    if bias is None or (bias.dim() == 1 and bias.shape[0] != 1):
+    if bias is None or (bias.dim() == 1 and (bias.shape[0] != 1 or weight.shape[0] == 1)):
         return _ops.linear.default(x, weight, bias)  # the op names a bias of the wrong length
-    # F.linear also accepts a bias that broadcasts to the output (e.g. a scalar);
-    # expand_as raises torch's own error when it does not.
+    # F.linear also accepts a bias that broadcasts to the output (e.g. a scalar, or
+    # one element for several outputs); expand_as raises torch's own error when it does not.
     out = _ops.linear.default(x, weight)
     return out + bias.expand_as(out)
 
