@@ -87,6 +87,22 @@ inline void lane_sums<4, float>(const Vectorized<float> (&acc)[4], float* out) {
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1)));
 #endif
 }
+
+// One accumulator (a single output's dot product): the same idea, halving
+// within 128-bit lanes last, where the shuffles are cheap.
+template <>
+inline void lane_sums<1, float>(const Vectorized<float> (&acc)[1], float* out) {
+#if defined(CPU_CAPABILITY_AVX512)
+  __m512 sums = _mm512_add_ps(acc[0], _mm512_shuffle_f32x4(acc[0], acc[0], 0x4E));
+  sums = _mm512_add_ps(sums, _mm512_shuffle_f32x4(sums, sums, 0xB1));
+  __m128 quarter = _mm512_castps512_ps128(sums);
+#else
+  __m128 quarter = _mm_add_ps(_mm256_castps256_ps128(acc[0]), _mm256_extractf128_ps(acc[0], 1));
+#endif
+  quarter = _mm_add_ps(quarter, _mm_movehl_ps(quarter, quarter));
+  quarter = _mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 0x55));
+  *out = _mm_cvtss_f32(quarter);
+}
 #endif
 
 template <typename acc_t>
