@@ -142,7 +142,7 @@ _CUDA_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 26),
     sgd=((200, 1000), (8, 1 << 22)),
     book=(1000, 10),
-    step=((1 << 22, 64, 1),),  # 1 GiB of float32
+    step=((1 << 22, 64, 1), (1 << 22, 64, 4)),  # 1 GiB of float32; k = 4 is the widest narrow-tile kernel
 )
 
 _QUICK_SIZES = Sizes(
