@@ -1,4 +1,4 @@
-// Small helpers of the CPU kernels: rows converted to the accumulation type,
+// Small helpers of the CPU kernels: rows read as the accumulation type,
 // vectorised dot products and scaled row sums, and fixed-order horizontal sums. Every
 // reduction here sums in an order that depends only on the lengths involved,
 // never on the thread count.
@@ -17,6 +17,36 @@ namespace fused_linreg::cpu {
 
 using at::vec::Vectorized;
 
+// dst[i] = src[i] as acc_t. Half and bfloat16 rows convert a vector at a time:
+// one element at a time the conversion cost more than the kernels' arithmetic.
+template <typename scalar_t, typename acc_t>
+inline void convert_to_acc(const scalar_t* src, int64_t len, acc_t* dst) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<acc_t, float> && at::vec::is_reduced_floating_point_v<scalar_t>) {
+    for (; i + Vectorized<float>::size() <= len; i += Vectorized<float>::size()) {
+      Vectorized<float> converted;
+      at::vec::load_to_float(src + i, converted);
+      converted.store(dst + i);
+    }
+  }
+  for (; i < len; ++i) dst[i] = static_cast<acc_t>(src[i]);
+}
+
+// Vectorized<acc_t>::size() elements from p as acc_t. Half and bfloat16 rows
+// are read where they lie and converted in registers (once for the dot products,
+// again for the gradient): copying them out converted cost more than both.
+template <typename acc_t, typename scalar_t>
+inline Vectorized<acc_t> load_vec(const scalar_t* p) {
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    return Vectorized<acc_t>::loadu(p);
+  } else {
+    static_assert(std::is_same_v<acc_t, float> && at::vec::is_reduced_floating_point_v<scalar_t>);
+    Vectorized<float> converted;
+    at::vec::load_to_float(p, converted);
+    return converted;
+  }
+}
+
 // Returns `src` viewed as acc_t: the pointer itself when the types agree,
 // otherwise `scratch` filled with the converted values.
 template <typename acc_t, typename scalar_t>
@@ -25,7 +55,7 @@ inline const acc_t* row_as(const scalar_t* src, int64_t len, std::vector<acc_t>&
     return src;
   } else {
     scratch.resize(static_cast<size_t>(len));
-    for (int64_t i = 0; i < len; ++i) scratch[i] = static_cast<acc_t>(src[i]);
+    convert_to_acc(src, len, scratch.data());
     return scratch.data();
   }
 }
@@ -114,14 +144,14 @@ inline acc_t lane_sum(const Vectorized<acc_t>& v) {
 }
 
 // out[j] = dot(x, w + j * len) for NB = 1, 2 or 4 consecutive weight rows, reading x once.
-template <int NB, typename acc_t>
-inline void dot_rows(const acc_t* x, const acc_t* w, int64_t len, acc_t* out) {
+template <int NB, typename scalar_t, typename acc_t>
+inline void dot_rows(const scalar_t* x, const acc_t* w, int64_t len, acc_t* out) {
   using Vec = Vectorized<acc_t>;
   Vec acc[NB];
   for (int j = 0; j < NB; ++j) acc[j] = Vec(acc_t(0));
   int64_t d = 0;
   for (; d + Vec::size() <= len; d += Vec::size()) {
-    const Vec xv = Vec::loadu(x + d);
+    const Vec xv = load_vec<acc_t>(x + d);
     for (int j = 0; j < NB; ++j) acc[j] = at::vec::fmadd(xv, Vec::loadu(w + j * len + d), acc[j]);
   }
   if (d > 0) {
@@ -130,13 +160,13 @@ inline void dot_rows(const acc_t* x, const acc_t* w, int64_t len, acc_t* out) {
     std::fill(out, out + NB, acc_t(0));  // rows shorter than a vector (the book's two features)
   }
   for (int j = 0; j < NB; ++j) {
-    for (int64_t t = d; t < len; ++t) out[j] += x[t] * w[j * len + t];
+    for (int64_t t = d; t < len; ++t) out[j] += static_cast<acc_t>(x[t]) * w[j * len + t];
   }
 }
 
 // out[j] = dot(x, w_j) for every row j < rows of w, in blocks of four rows.
-template <typename acc_t>
-inline void dot_all_rows(const acc_t* x, const acc_t* w, int64_t len, int64_t rows, acc_t* out) {
+template <typename scalar_t, typename acc_t>
+inline void dot_all_rows(const scalar_t* x, const acc_t* w, int64_t len, int64_t rows, acc_t* out) {
   int64_t j = 0;
   for (; j + 4 <= rows; j += 4) dot_rows<4>(x, w + j * len, len, out + j);
   if (rows - j >= 2) {
@@ -182,8 +212,8 @@ constexpr int64_t kRowBlock = 8;
 // The outer-product update below, on NJ outputs by NV vectors of columns from
 // `col`: NJ x NV sums stay in registers across the block's rows, and each row's
 // vectors are loaded once for all NJ outputs.
-template <int NJ, int NV, typename acc_t>
-inline void add_outer_tile(const acc_t* const* rows, const acc_t* scales, int64_t count, int64_t col, acc_t* sums,
+template <int NJ, int NV, typename scalar_t, typename acc_t>
+inline void add_outer_tile(const scalar_t* const* rows, const acc_t* scales, int64_t count, int64_t col, acc_t* sums,
                            int64_t stride) {
   using Vec = Vectorized<acc_t>;
   Vec acc[NJ][NV];
@@ -192,7 +222,7 @@ inline void add_outer_tile(const acc_t* const* rows, const acc_t* scales, int64_
   }
   for (int64_t i = 0; i < count; ++i) {
     Vec x[NV];
-    for (int v = 0; v < NV; ++v) x[v] = Vec::loadu(rows[i] + col + v * Vec::size());
+    for (int v = 0; v < NV; ++v) x[v] = load_vec<acc_t>(rows[i] + col + v * Vec::size());
     for (int j = 0; j < NJ; ++j) {
       const Vec scale(scales[j * kRowBlock + i]);
       for (int v = 0; v < NV; ++v) acc[j][v] = at::vec::fmadd(scale, x[v], acc[j][v]);
@@ -203,9 +233,9 @@ inline void add_outer_tile(const acc_t* const* rows, const acc_t* scales, int64_
   }
 }
 
-template <int NJ, typename acc_t>
-inline void add_outer_columns(const acc_t* const* rows, const acc_t* scales, int64_t count, int64_t len, acc_t* sums,
-                              int64_t stride) {
+template <int NJ, typename scalar_t, typename acc_t>
+inline void add_outer_columns(const scalar_t* const* rows, const acc_t* scales, int64_t count, int64_t len,
+                              acc_t* sums, int64_t stride) {
   using Vec = Vectorized<acc_t>;
   int64_t col = 0;
   for (; col + 2 * Vec::size() <= len; col += 2 * Vec::size()) {
@@ -215,7 +245,7 @@ inline void add_outer_columns(const acc_t* const* rows, const acc_t* scales, int
   for (int j = 0; j < NJ; ++j) {
     for (int64_t c = col; c < len; ++c) {
       acc_t sum = sums[j * stride + c];
-      for (int64_t i = 0; i < count; ++i) sum += scales[j * kRowBlock + i] * rows[i][c];
+      for (int64_t i = 0; i < count; ++i) sum += scales[j * kRowBlock + i] * static_cast<acc_t>(rows[i][c]);
       sums[j * stride + c] = sum;
     }
   }
@@ -224,9 +254,9 @@ inline void add_outer_columns(const acc_t* const* rows, const acc_t* scales, int
 // For each output j < k: sums[j * stride + c] += scales[j * kRowBlock + i] * rows[i][c]
 // over the block's rows i < count (in row order: the same sums as one axpy per
 // row) and columns c < len.
-template <typename acc_t>
-inline void add_outer_products(const acc_t* const* rows, const acc_t* scales, int64_t count, int64_t len, int64_t k,
-                               acc_t* sums, int64_t stride) {
+template <typename scalar_t, typename acc_t>
+inline void add_outer_products(const scalar_t* const* rows, const acc_t* scales, int64_t count, int64_t len,
+                               int64_t k, acc_t* sums, int64_t stride) {
   int64_t j = 0;
   for (; j + 4 <= k; j += 4) add_outer_columns<4>(rows, scales + j * kRowBlock, count, len, sums + j * stride, stride);
   if (k - j >= 2) {
@@ -235,18 +265,6 @@ inline void add_outer_products(const acc_t* const* rows, const acc_t* scales, in
   }
   if (k - j == 1) add_outer_columns<1>(rows, scales + j * kRowBlock, count, len, sums + j * stride, stride);
 }
-
-// Up to kRowBlock rows as acc_t: the rows themselves, or converted copies.
-template <typename acc_t>
-struct RowBlock {
-  const acc_t* rows[kRowBlock];
-  std::vector<acc_t> converted[kRowBlock];
-
-  template <typename scalar_t>
-  void set(int64_t i, const scalar_t* src, int64_t len) {
-    rows[i] = row_as<acc_t>(src, len, converted[i]);
-  }
-};
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

@@ -32,11 +32,9 @@ void linear_forward_skinny(const at::Tensor& x2d, const at::Tensor& weight,
   const acc_t* b = b_acc.const_data_ptr<acc_t>();
   scalar_t* y = y2d.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, rows, row_grain(in * out), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> row_scratch;
     acc_t dots[kSkinnyMaxOut];
     for (int64_t i = begin; i < end; ++i) {
-      const acc_t* xrow = cpu::row_as<acc_t>(x + i * in, in, row_scratch);
-      cpu::dot_all_rows(xrow, w, in, out, dots);
+      cpu::dot_all_rows(x + i * in, w, in, out, dots);
       for (int64_t j = 0; j < out; ++j) y[i * out + j] = static_cast<scalar_t>(dots[j] + b[j]);
     }
   });
@@ -78,7 +76,7 @@ void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x
   const scalar_t* g = grad2d.const_data_ptr<scalar_t>();
   acc_t* part = partials.mutable_data_ptr<acc_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    cpu::RowBlock<acc_t> block;
+    const scalar_t* block_rows[kRowBlock];
     acc_t g_block[kSkinnyMaxOut][kRowBlock];  // g_block[j][i]: grad of output j in row i of the block
     acc_t bias_sums[kSkinnyMaxOut];           // advanced a row at a time for all outputs: k short chains of adds
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
@@ -88,13 +86,13 @@ void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x
       for (int64_t first = c * rows_per_chunk; first < row_end; first += kRowBlock) {
         const int64_t count = std::min(kRowBlock, row_end - first);
         for (int64_t i = 0; i < count; ++i) {
-          block.set(i, x + (first + i) * in, in);
+          block_rows[i] = x + (first + i) * in;
           for (int64_t j = 0; j < out; ++j) {
             g_block[j][i] = static_cast<acc_t>(g[(first + i) * out + j]);
             bias_sums[j] += g_block[j][i];
           }
         }
-        cpu::add_outer_products(block.rows, &g_block[0][0], count, in, out, chunk_part, row_stride);
+        cpu::add_outer_products(block_rows, &g_block[0][0], count, in, out, chunk_part, row_stride);
       }
       for (int64_t j = 0; j < out; ++j) chunk_part[j * row_stride + in] = bias_sums[j];
     }

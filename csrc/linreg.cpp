@@ -40,9 +40,12 @@ struct Batch {
 // A block of rows, their k dot products and residuals, and the sums that run
 // over all rows per output. Those sums advance one row at a time for all k
 // outputs together: k independent chains of adds, not one long chain per output.
-template <typename acc_t>
+template <typename scalar_t, typename acc_t>
 struct BlockScratch {
-  cpu::RowBlock<acc_t> x;
+  int64_t row_ids[cpu::kRowBlock];
+  const scalar_t* x[cpu::kRowBlock];  // the block's rows where they lie
+  const acc_t* x_acc[cpu::kRowBlock];  // or converted to float (see accumulate_rows)
+  std::vector<acc_t> converted;
   std::vector<acc_t> dots;       // one row's k dot products
   std::vector<acc_t> residuals;  // residuals[j * kRowBlock + i]: output j of row i
   std::vector<acc_t> bias_sums;  // per output: sum of its residuals
@@ -51,45 +54,71 @@ struct BlockScratch {
 
 template <typename scalar_t, typename acc_t>
 struct Scratch {
-  BlockScratch<acc_t> block;
+  BlockScratch<scalar_t, acc_t> block;
   std::vector<acc_t> partials;
   std::vector<acc_t> weight;  // float copies of the parameters for the half types
   std::vector<acc_t> bias;
 };
 
+// The residuals of the block's rows x[0..count), their loss and bias sums, and
+// their share of the weight-gradient sums.
+template <typename scalar_t, typename acc_t, typename row_t>
+void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64_t count, const SumLayout& layout,
+                      const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
+  const int64_t d = layout.d, k = layout.k;
+  acc_t* dots = block.dots.data();
+  acc_t* residuals = block.residuals.data();
+  acc_t* bias_sums = block.bias_sums.data();
+  acc_t* losses = block.losses.data();
+  for (int64_t i = 0; i < count; ++i) {
+    cpu::dot_all_rows(x[i], W, d, k, dots);
+    const scalar_t* y = batch.y + block.row_ids[i] * k;
+    for (int64_t j = 0; j < k; ++j) {
+      const acc_t r = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
+      residuals[j * cpu::kRowBlock + i] = r;
+      bias_sums[j] += r;
+      losses[j] += acc_t(0.5) * r * r;
+    }
+  }
+  cpu::add_outer_products(x, residuals, count, d, k, sums, layout.row_stride());
+}
+
 template <typename scalar_t, typename acc_t>
 void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const SumLayout& layout,
-                     const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<acc_t>& block) {
+                     const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
   using cpu::kRowBlock;
   const int64_t d = layout.d, k = layout.k;
   block.dots.resize(static_cast<size_t>(k));
   block.residuals.resize(static_cast<size_t>(k * kRowBlock));
   block.bias_sums.resize(static_cast<size_t>(k));
   block.losses.assign(static_cast<size_t>(k), acc_t(0));
-  acc_t* dots = block.dots.data();
-  acc_t* residuals = block.residuals.data();
-  acc_t* bias_sums = block.bias_sums.data();
-  acc_t* losses = block.losses.data();
-  for (int64_t j = 0; j < k; ++j) bias_sums[j] = sums[j * layout.row_stride() + d];
+  for (int64_t j = 0; j < k; ++j) block.bias_sums[j] = sums[j * layout.row_stride() + d];
+  // Half and bfloat16 rows: with one output they are read in place (converted
+  // in registers); with several each row is read twice per output group, and
+  // converting the block once into float is faster.
+  const bool convert_block = !std::is_same_v<scalar_t, acc_t> && k > 1;
+  if (convert_block) block.converted.resize(static_cast<size_t>(kRowBlock * d));
   for (int64_t first = begin; first < end; first += kRowBlock) {
     const int64_t count = std::min(kRowBlock, end - first);
     for (int64_t i = 0; i < count; ++i) {
-      const int64_t row = batch.rows ? batch.rows[first + i] : first + i;
-      block.x.set(i, batch.X + row * d, d);
-      cpu::dot_all_rows(block.x.rows[i], W, d, k, dots);
-      for (int64_t j = 0; j < k; ++j) {
-        const acc_t r = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(batch.y[row * k + j]);
-        residuals[j * kRowBlock + i] = r;
-        bias_sums[j] += r;
-        losses[j] += acc_t(0.5) * r * r;
-      }
+      block.row_ids[i] = batch.rows ? batch.rows[first + i] : first + i;
+      block.x[i] = batch.X + block.row_ids[i] * d;
     }
-    cpu::add_outer_products(block.x.rows, residuals, count, d, k, sums, layout.row_stride());
+    if (convert_block) {
+      for (int64_t i = 0; i < count; ++i) {
+        acc_t* converted = block.converted.data() + i * d;
+        cpu::convert_to_acc(block.x[i], d, converted);
+        block.x_acc[i] = converted;
+      }
+      accumulate_block(batch, block.x_acc, count, layout, W, b, sums, block);
+    } else {
+      accumulate_block(batch, block.x, count, layout, W, b, sums, block);
+    }
   }
   acc_t loss = 0;
   for (int64_t j = 0; j < k; ++j) {
-    sums[j * layout.row_stride() + d] = bias_sums[j];
-    loss += losses[j];
+    sums[j * layout.row_stride() + d] = block.bias_sums[j];
+    loss += block.losses[j];
   }
   sums[layout.loss_index()] += loss;
 }
@@ -109,7 +138,7 @@ void batch_sums(const Batch<scalar_t>& batch, const SumLayout& layout, const acc
   scratch.partials.assign(static_cast<size_t>(chunks * width), acc_t(0));
   acc_t* partials = scratch.partials.data();
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    BlockScratch<acc_t> block;
+    BlockScratch<scalar_t, acc_t> block;
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       accumulate_rows(batch, c * rows_per_chunk, std::min(batch.n, (c + 1) * rows_per_chunk), layout, W, b,
                       partials + c * width, block);

@@ -32,10 +32,8 @@ acc_t sum_squared_difference(const scalar_t* x, const scalar_t* t, int64_t len) 
       xa = x + start;
       ta = t + start;
     } else {
-      for (int64_t i = 0; i < n; ++i) {
-        xs[i] = static_cast<acc_t>(x[start + i]);
-        ts[i] = static_cast<acc_t>(t[start + i]);
-      }
+      cpu::convert_to_acc(x + start, n, xs);
+      cpu::convert_to_acc(t + start, n, ts);
       xa = xs;
       ta = ts;
     }

@@ -131,7 +131,10 @@ def test_step_matches_reference_for_every_sgd_option(hyper, bias, dtype, device,
     MOMENTUM,
     dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.01, maximize=True),
 ], ids=["plain", "momentum", "nesterov-maximize"])
-@pytest.mark.parametrize(("n", "d", "k"), [(10, 2, 1), (300, 33, 4), (3000, 64, 16)], ids=str)
+# k = 1 reads half rows in place (converted in registers), k > 1 converts each block of rows:
+# d = 85 takes both paths through whole vectors and a tail.
+@pytest.mark.parametrize(("n", "d", "k"), [(10, 2, 1), (301, 85, 1), (300, 33, 4), (301, 85, 3), (3000, 64, 16)],
+                         ids=str)
 def test_step_half_types_accumulate_in_float32(n, d, k, hyper, dtype, device, generator):
     """Half-type inputs: the reference runs in float32 on the same (half) values and rounds
     parameters and buffers to the half type after every step, as the kernel stores them."""
