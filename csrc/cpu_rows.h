@@ -60,13 +60,14 @@ inline const acc_t* row_as(const scalar_t* src, int64_t len, std::vector<acc_t>&
   }
 }
 
+// dst[i] = src[i] rounded to scalar_t (a vector at a time for the half types).
 template <typename scalar_t, typename acc_t>
 inline void store_row(const acc_t* src, int64_t len, scalar_t* dst) {
   if constexpr (std::is_same_v<acc_t, scalar_t>) {
     if (len == 0) return;  // an empty row's pointers may be null, which memcpy must not get
     std::memcpy(dst, src, static_cast<size_t>(len) * sizeof(acc_t));
   } else {
-    for (int64_t i = 0; i < len; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+    at::vec::convert(src, dst, len);
   }
 }
 
