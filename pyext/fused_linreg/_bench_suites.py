@@ -277,8 +277,12 @@ def _bandwidth_benches(ctx: Context) -> list[Bench]:
               "some machines (VMs) the bandwidth differs between allocations; the step suite also times its floor "
               "on its own X, right beside ours.")
 
+    # The compute roof: float32 matmuls for the half types, which our kernels compute in
+    # float32 (and whose own matmul can be far slower, e.g. float16 on a CPU).
+    gemm_dtype = torch.float32 if ctx.dtype in (torch.float16, torch.bfloat16) else ctx.dtype
+
     def gemm_setup() -> Mapping[str, Fn]:
-        a, b = ctx.randn(g, g), ctx.randn(g, g)
+        a, b = (torch.randn(g, g, device=device, dtype=gemm_dtype) for _ in range(2))
         return {"torch.mm": lambda: torch.mm(a, b)}
 
     return [
@@ -288,8 +292,8 @@ def _bandwidth_benches(ctx: Context) -> list[Bench]:
               Traffic(read=nbytes, write=nbytes), rotate=False, min_copies=_BANDWIDTH_BUFFERS),
         Bench("bandwidth", INPLACE_OP, f"2 x {shape}", (Impl("x.add_(y)"),), inplace_setup, 2 * nbytes,
               Traffic(read=2 * nbytes, write=nbytes, inplace=True), rotate=False, min_copies=_BANDWIDTH_BUFFERS),
-        Bench("bandwidth", GEMM_OP, f"{g}x{g}x{g}", (Impl("torch.mm"),), gemm_setup, 3 * g * g * ctx.itemsize,
-              Traffic(read=0, flops=2 * g**3), rotate=False),
+        Bench("bandwidth", GEMM_OP, f"{g}x{g}x{g} {str(gemm_dtype).removeprefix('torch.')}", (Impl("torch.mm"),),
+              gemm_setup, 3 * g * g * gemm_dtype.itemsize, Traffic(read=0, flops=2 * g**3), rotate=False),
     ]
 
 
