@@ -205,7 +205,6 @@ inline void add_scaled_rows(const acc_t* const* rows, const acc_t* scale, int64_
   }
 }
 
-
 // Gradient-like sums over rows take the rows in blocks of this many, so that
 // add_outer_products loads and stores each sum once per block.
 constexpr int64_t kRowBlock = 8;
