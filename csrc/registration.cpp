@@ -1,6 +1,6 @@
 // Schemas of every fused_linreg operator, in one place. Kernels register per
-// device in their own files (TORCH_LIBRARY_IMPL); autograd and fake (meta)
-// kernels are registered from Python (pyext/fused_linreg/_ops.py).
+// device in their own files (TORCH_LIBRARY_IMPL), autograd in autograd.cpp;
+// fake (meta) kernels are registered from Python (pyext/fused_linreg/_ops.py).
 #include <Python.h>
 #include <torch/library.h>
 
