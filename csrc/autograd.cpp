@@ -3,32 +3,19 @@
 // the kernel. Each forward calls the op below autograd; each backward calls
 // the backward ops through the dispatcher, so compiled graphs see them as
 // single nodes. Differentiating a backward op (double backward) raises.
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <string>
 
+#include "op_handles.h"
+
 namespace fused_linreg {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
-
-using LinearSig = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&);
-using LinearBackwardInputSig = at::Tensor(const at::Tensor&, const at::Tensor&);
-using LinearBackwardParamsSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&);
-using LossSig = at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view);
-using LossBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view);
-using LinregGradSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                      const at::Tensor&,
-                                                                      const std::optional<at::Tensor>&);
 
 bool requires_grad(const at::Tensor& t) { return t.defined() && t.requires_grad(); }
 bool requires_grad(const std::optional<at::Tensor>& t) { return t.has_value() && requires_grad(*t); }

@@ -4,11 +4,15 @@
 #include <Python.h>
 #include <torch/library.h>
 
+namespace fused_linreg {
+PyMethodDef* python_methods();  // python_calls.cpp
+}
+
 extern "C" {
-// Importing fused_linreg._C only has to load this library: the static
-// TORCH_LIBRARY initialisers below do the registration.
+// Loading this library runs the static TORCH_LIBRARY initialisers below (the
+// registration); the module itself holds the fast eager entries.
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, fused_linreg::python_methods()};
   return PyModule_Create(&module_def);
 }
 }

@@ -1,8 +1,13 @@
 """Functional API: ``linear``, ``squared_loss``, ``mse_loss`` and the multi-tensor ``sgd_``.
 
-Each function is a thin wrapper that gives a ``torch.ops.fused_linreg`` operator the
-argument conventions of its PyTorch counterpart (``F.linear``, ``F.mse_loss``,
-``torch.optim``'s functional ``sgd``); the work is done by the C++/CUDA kernels.
+Each function gives a ``torch.ops.fused_linreg`` operator the argument conventions of
+its PyTorch counterpart (``F.linear``, ``F.mse_loss``, ``torch.optim``'s functional
+``sgd``); the work is done by the C++/CUDA kernels.
+
+The common case (plain tensors of one dtype, arguments the op takes as they are)
+goes through a fast C++ entry in ``fused_linreg._C`` that calls the op through the
+dispatcher; it returns ``NotImplemented`` for everything else, which then takes the
+general path here (``torch.ops``), which is also the path torch.compile traces.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import MutableSequence, Sequence
 
 import torch
 from torch import Tensor
+
+from . import _C  # type: ignore[attr-defined]
 
 __all__ = ["linear", "squared_loss", "mse_loss", "sgd_"]
 
@@ -31,6 +38,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     Returns:
         ``(*, out_features)``, or ``(*)`` for a 1-D ``weight``.
     """
+    out = NotImplemented if torch.compiler.is_compiling() else _C.linear(x, weight, bias)
+    return _linear_general(x, weight, bias) if out is NotImplemented else out
+
+
+def _linear_general(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     _check_dense("linear", x=x, weight=weight, bias=bias)
     if weight.dim() == 1:
         # F.linear computes x @ weight here: one output feature, without its dimension.
@@ -81,6 +93,11 @@ def squared_loss(input: Tensor, target: Tensor, reduction: str = "none") -> Tens
     Returns:
         The loss: shape ``S`` for ``"none"``, a 0-dim tensor otherwise.
     """
+    out = NotImplemented if torch.compiler.is_compiling() else _C.squared_loss(input, target, reduction)
+    return _squared_loss_general(input, target, reduction) if out is NotImplemented else out
+
+
+def _squared_loss_general(input: Tensor, target: Tensor, reduction: str) -> Tensor:
     _check_reduction(reduction)
     input, target = _promote(input, target)
     return _ops.squared_loss.default(input, target, reduction)
@@ -98,6 +115,11 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     Returns:
         The loss: shape ``S`` for ``"none"``, a 0-dim tensor otherwise.
     """
+    out = NotImplemented if torch.compiler.is_compiling() else _C.mse_loss(input, target, reduction)
+    return _mse_loss_general(input, target, reduction) if out is NotImplemented else out
+
+
+def _mse_loss_general(input: Tensor, target: Tensor, reduction: str) -> Tensor:
     _check_reduction(reduction)
     if target.size() != input.size():
         # Dynamo cannot trace warnings.warn (a fullgraph compile would fail), so
@@ -107,7 +129,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
                 f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
                 "This will likely lead to incorrect results due to broadcasting. "
                 "Please ensure they have the same size.",
-                stacklevel=2,
+                stacklevel=3,
             )
         input, target = torch.broadcast_tensors(input, target)
     input, target = _promote(input, target)
@@ -162,6 +184,25 @@ def sgd_(
     given and some buffer is still ``None``, it is read on the host once after the
     kernel (a device sync) to know whether to store the new buffers.
     """
+    if torch.compiler.is_compiling() or _C.sgd_(params, grads, momentum_buffers, lr, weight_decay, momentum,
+                                                 dampening, nesterov, maximize, grad_scale, found_inf) is NotImplemented:
+        _sgd_general(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize,
+                     grad_scale, found_inf)
+
+
+def _sgd_general(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffers: MutableSequence[Tensor | None],
+    lr: float | Tensor,
+    weight_decay: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+) -> None:
     if len(params) == 0:
         # Nothing to update, and with no tensor argument the dispatcher could not pick a kernel.
         return

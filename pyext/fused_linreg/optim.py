@@ -9,6 +9,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor
 
+from . import _C  # type: ignore[attr-defined]
 from .functional import sgd_
 
 __all__ = ["SGD"]
@@ -76,6 +77,8 @@ class SGD(torch.optim.SGD):
     ) -> None:
         if differentiable:
             raise RuntimeError("fused_linreg.optim.SGD is fused and does not support differentiable=True")
+        # id(param group) -> (group, state, params list, momentum buffers): see _momentum_buffers.
+        self._buffer_cache: dict[int, tuple[dict[str, Any], Any, list[Tensor], list[Tensor | None]]] = {}
         super().__init__(
             params,
             lr=lr,
@@ -99,7 +102,6 @@ class SGD(torch.optim.SGD):
                 raise ValueError(f"Invalid {name}: {value} (fused_linreg.optim.SGD requires finite values)")
         super().add_param_group(param_group)
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Performs one optimization step; returns ``closure()``'s loss if a closure is given.
 
@@ -109,9 +111,46 @@ class SGD(torch.optim.SGD):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Set by torch.amp.GradScaler.step (see _step_supports_amp_scaling).
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+        found_inf: Tensor | None = getattr(self, "found_inf", None)
+        groups = [
+            (group["params"], self._momentum_buffers(group) if group["momentum"] != 0 else None, group["lr"],
+             group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"], group["maximize"])
+            for group in self.param_groups
+        ]
+        # One C++ call reads every .grad and runs one sgd_ per group and device.
+        created = NotImplemented if torch.compiler.is_compiling() else _C.optimizer_step_(groups, grad_scale, found_inf)
+        if created is NotImplemented:
+            with torch.no_grad():
+                self._step_general(grad_scale, found_inf)
+            return loss
+        state = self.state
+        for g, i in created:
+            params, buffers = groups[g][0], groups[g][1]
+            state[params[i]]["momentum_buffer"] = buffers[i]
+        return loss
 
-        # (params, grads) with a gradient, per group; each p.grad is read once (attribute
-        # access dominates the step's Python cost on many small tensors).
+    def _momentum_buffers(self, group: dict[str, Any]) -> list[Tensor | None]:
+        """The momentum buffers of ``group``'s params (None: no buffer yet), kept between steps.
+
+        The list is rebuilt from ``self.state`` when the state or the group's params list is
+        replaced (``load_state_dict`` replaces both), so reading it costs no lookup per
+        parameter; a buffer assigned into ``state`` by hand is seen after such a replacement.
+        """
+        params = group["params"]
+        cached = self._buffer_cache.get(id(group))
+        if cached is not None and cached[0] is group and cached[1] is self.state and cached[2] is params \
+                and len(cached[3]) == len(params):
+            return cached[3]
+        state = self.state
+        buffers = [state[p].get("momentum_buffer") if p in state else None for p in params]
+        self._buffer_cache[id(group)] = (group, state, params, buffers)
+        return buffers
+
+    def _step_general(self, grad_scale: Tensor | None, found_inf: Tensor | None) -> None:
+        """The step for what the C++ entry does not take (e.g. tensor subclasses), via ``sgd_``."""
+        # (params, grads) with a gradient, per group; each p.grad is read once.
         groups = []
         for group in self.param_groups:
             pairs = [(p, p.grad) for p in group["params"]]
@@ -119,15 +158,9 @@ class SGD(torch.optim.SGD):
         # Raise before any group is updated.
         if any(g.is_sparse for pairs in groups for _, g in pairs):
             raise RuntimeError("fused_linreg.optim.SGD does not support sparse gradients")
-
-        # Set by torch.amp.GradScaler.step (see _step_supports_amp_scaling).
-        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
-        found_inf: Tensor | None = getattr(self, "found_inf", None)
         for group, pairs in zip(self.param_groups, groups):
             for device, device_pairs in _group_by_device(pairs).items():
                 self._update(group, device, device_pairs, grad_scale, found_inf)
-        return loss
-
     def _update(
         self,
         group: dict[str, Any],

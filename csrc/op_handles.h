@@ -1,0 +1,33 @@
+// Typed handles of the fused_linreg ops, for C++ that calls them through the
+// dispatcher (autograd, autocast, the fast Python entries).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/List.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <optional>
+#include <tuple>
+
+namespace fused_linreg {
+
+using LinearSig = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&);
+using LinearBackwardInputSig = at::Tensor(const at::Tensor&, const at::Tensor&);
+using LinearBackwardParamsSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&);
+using LossSig = at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view);
+using LossBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view);
+using LinregGradSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                      const at::Tensor&,
+                                                                      const std::optional<at::Tensor>&);
+// sgd_ and sgd_.tensor_lr: lr is a double or a Tensor.
+template <typename Lr>
+using SgdSig = void(at::TensorList, at::TensorList, at::TensorList, const c10::List<bool>&, Lr, double, double, double,
+                    bool, bool, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&);
+
+// Looked up once per call site (a static): the lookup takes a lock and a hash.
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name, const char* overload = "") {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, overload).typed<Signature>();
+}
+
+}  // namespace fused_linreg

@@ -1,0 +1,362 @@
+// Fast entries from Python into the ops, for eager calls (fused_linreg._C.*).
+// A call through torch.ops parses its arguments against the schema and runs
+// every kernel boxed: microseconds, more than the kernels take at the sizes
+// people train at. These entries take positional arguments, call the typed
+// op through the dispatcher (so autograd, autocast, tracing modes and every
+// device kernel still apply), and return NotImplemented for anything outside
+// the common case (another Python type, a __torch_function__ override, a
+// dtype promotion, a broadcast): the Python wrappers then take their general
+// path through torch.ops, the path torch.compile traces too.
+#include <Python.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <c10/core/GradMode.h>
+
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "op_handles.h"
+
+namespace fused_linreg {
+namespace {
+
+// A tensor that the op may receive directly: a Tensor or Parameter (a subclass
+// may override __torch_function__), no torch function mode active, dense.
+bool is_plain_tensor(PyObject* obj) {
+  return THPVariable_CheckExact(obj) && !at::impl::torch_function_mode_enabled() &&
+         THPVariable_Unpack(obj).layout() == at::kStrided;
+}
+
+bool is_plain_optional_tensor(PyObject* obj) { return obj == Py_None || is_plain_tensor(obj); }
+
+std::optional<at::Tensor> optional_tensor(PyObject* obj) {
+  if (obj == Py_None) return std::nullopt;
+  return THPVariable_Unpack(obj);
+}
+
+// A Python float or int (not bool, not a string: those take the general path).
+bool read_number(PyObject* obj, double& value) {
+  if (PyFloat_CheckExact(obj)) {
+    value = PyFloat_AS_DOUBLE(obj);
+    return true;
+  }
+  if (!PyLong_CheckExact(obj)) return false;
+  value = PyLong_AsDouble(obj);
+  if (value == -1.0 && PyErr_Occurred()) {  // too large for a double
+    PyErr_Clear();
+    return false;
+  }
+  return true;
+}
+
+bool read_bool(PyObject* obj, bool& value) {
+  if (obj != Py_True && obj != Py_False) return false;
+  value = obj == Py_True;
+  return true;
+}
+
+bool read_reduction(PyObject* obj, c10::string_view& value) {
+  if (!PyUnicode_CheckExact(obj)) return false;
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(obj, &size);
+  if (data == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  value = c10::string_view(data, static_cast<size_t>(size));
+  return value == "none" || value == "mean" || value == "sum";
+}
+
+// Lets other Python threads run while a kernel does.
+class GilRelease {
+ public:
+  GilRelease() : state_(PyEval_SaveThread()) {}
+  ~GilRelease() { PyEval_RestoreThread(state_); }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
+// linear(x, weight, bias): weight 2-D and a bias the op takes as it is.
+PyObject* linear_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 3 || !is_plain_tensor(args[0]) || !is_plain_tensor(args[1]) || !is_plain_optional_tensor(args[2])) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  const at::Tensor& weight = THPVariable_Unpack(args[1]);
+  const std::optional<at::Tensor> bias = optional_tensor(args[2]);
+  // F.linear's 1-D weight and broadcast biases are the wrapper's; a 1-D bias of
+  // the wrong length goes to the op, whose error names it.
+  if (weight.dim() != 2 || (bias.has_value() && (bias->dim() != 1 || (bias->size(0) == 1 && weight.size(0) != 1)))) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  static const auto op = find_op<LinearSig>("fused_linreg::linear");
+  at::Tensor out;
+  {
+    GilRelease no_gil;
+    out = op.call(THPVariable_Unpack(args[0]), weight, bias);
+  }
+  return THPVariable_Wrap(std::move(out));
+  END_HANDLE_TH_ERRORS
+}
+
+constexpr const char* kSquaredLoss = "fused_linreg::squared_loss";
+constexpr const char* kMseLoss = "fused_linreg::mse_loss";
+
+// squared_loss / mse_loss(input, target, reduction): one dtype, a valid
+// reduction, and for mse_loss one shape (no broadcast, no warning).
+template <const char* const* Name, bool kSameShape>
+PyObject* loss_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  c10::string_view reduction;
+  if (nargs != 3 || !is_plain_tensor(args[0]) || !is_plain_tensor(args[1]) || !read_reduction(args[2], reduction)) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  const at::Tensor& input = THPVariable_Unpack(args[0]);
+  const at::Tensor& target = THPVariable_Unpack(args[1]);
+  if (input.scalar_type() != target.scalar_type() || (kSameShape && input.sizes() != target.sizes())) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  static const auto op = find_op<LossSig>(*Name);
+  at::Tensor out;
+  {
+    GilRelease no_gil;
+    out = op.call(input, target, reduction);
+  }
+  return THPVariable_Wrap(std::move(out));
+  END_HANDLE_TH_ERRORS
+}
+
+// ---------------------------------------------------------------------------
+// sgd_: the functional update, and the step of fused_linreg.optim.SGD.
+// ---------------------------------------------------------------------------
+
+struct SgdHyper {
+  double lr;
+  PyObject* lr_tensor;  // a one-element tensor given as lr, or nullptr
+  double weight_decay;
+  double momentum;
+  double dampening;
+  bool nesterov;
+  bool maximize;
+};
+
+// args: lr, weight_decay, momentum, dampening, nesterov, maximize.
+bool read_hyper(PyObject* const* args, SgdHyper& hyper) {
+  hyper.lr_tensor = is_plain_tensor(args[0]) ? args[0] : nullptr;
+  return (hyper.lr_tensor != nullptr || read_number(args[0], hyper.lr)) && read_number(args[1], hyper.weight_decay) &&
+         read_number(args[2], hyper.momentum) && read_number(args[3], hyper.dampening) &&
+         read_bool(args[4], hyper.nesterov) && read_bool(args[5], hyper.maximize);
+}
+
+// The tensors of one sgd_ call (one device). first_step[i]: buffers[i] is new
+// and must be stored at slot[i] of the caller's list if the step was not skipped.
+struct SgdCall {
+  std::vector<at::Tensor> params;
+  std::vector<at::Tensor> grads;
+  std::vector<at::Tensor> buffers;
+  c10::List<bool> first_step;
+  std::vector<Py_ssize_t> slots;
+};
+
+// Adds a parameter; `buffer` is the caller's entry (None: no buffer yet).
+void add_param(SgdCall& call, const at::Tensor& param, const at::Tensor& grad, PyObject* buffer, Py_ssize_t slot,
+               bool use_momentum) {
+  call.params.push_back(param);
+  call.grads.push_back(grad);
+  if (!use_momentum) return;
+  const bool first = buffer == Py_None;
+  // The kernel never reads a first-step buffer (it sets buf = g): empty is enough.
+  call.buffers.push_back(first ? at::empty_like(param) : THPVariable_Unpack(buffer));
+  call.first_step.push_back(first);
+  call.slots.push_back(slot);
+}
+
+at::Tensor on_device(const at::Tensor& t, const at::Device& device) {
+  // A copy to the host must be synchronous: the kernel may read found_inf there.
+  return t.device() == device ? t : t.to(device, /*non_blocking=*/!device.is_cpu());
+}
+
+std::optional<at::Tensor> on_device(const std::optional<at::Tensor>& t, const at::Device& device) {
+  if (!t.has_value()) return std::nullopt;
+  return on_device(*t, device);
+}
+
+// Runs sgd_ on `call` (under no_grad, as optimizers do) and returns whether the
+// step was applied (found_inf unset or zero).
+bool run_sgd(const SgdCall& call, const SgdHyper& hyper, const std::optional<at::Tensor>& grad_scale,
+             const std::optional<at::Tensor>& found_inf) {
+  static const auto float_lr = find_op<SgdSig<double>>("fused_linreg::sgd_");
+  static const auto tensor_lr = find_op<SgdSig<const at::Tensor&>>("fused_linreg::sgd_", "tensor_lr");
+  const at::Device device = call.params[0].device();
+  const std::optional<at::Tensor> scale = on_device(grad_scale, device);
+  const std::optional<at::Tensor> inf = on_device(found_inf, device);
+  GilRelease no_gil;
+  at::AutoGradMode no_grad(false);
+  if (hyper.lr_tensor != nullptr) {
+    tensor_lr.call(call.params, call.grads, call.buffers, call.first_step,
+                   on_device(THPVariable_Unpack(hyper.lr_tensor), device), hyper.weight_decay, hyper.momentum,
+                   hyper.dampening, hyper.nesterov, hyper.maximize, scale, inf);
+  } else {
+    float_lr.call(call.params, call.grads, call.buffers, call.first_step, hyper.lr,
+                  hyper.weight_decay, hyper.momentum, hyper.dampening, hyper.nesterov, hyper.maximize, scale, inf);
+  }
+  // Only a step with new buffers needs to know (a host read of found_inf).
+  const bool any_first = std::find(call.first_step.begin(), call.first_step.end(), true) != call.first_step.end();
+  return !(any_first && inf.has_value() && inf->item<double>() != 0.0);
+}
+
+// Stores the new buffers of an applied step into `buffers` (a list).
+void store_new_buffers(const SgdCall& call, PyObject* buffers) {
+  for (size_t i = 0; i < call.slots.size(); ++i) {
+    if (!call.first_step[i]) continue;
+    PyObject* old = PyList_GET_ITEM(buffers, call.slots[i]);
+    PyList_SET_ITEM(buffers, call.slots[i], THPVariable_Wrap(call.buffers[i]));
+    Py_DECREF(old);
+  }
+}
+
+bool is_tensor_sequence(PyObject* obj) {
+  if (!PyList_CheckExact(obj) && !PyTuple_CheckExact(obj)) return false;
+  PyObject** items = PySequence_Fast_ITEMS(obj);
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(obj); ++i) {
+    if (!is_plain_tensor(items[i])) return false;
+  }
+  return true;
+}
+
+bool is_buffer_list(PyObject* obj, Py_ssize_t size) {
+  if (!PyList_CheckExact(obj) || PyList_GET_SIZE(obj) != size) return false;
+  for (Py_ssize_t i = 0; i < size; ++i) {
+    if (!is_plain_optional_tensor(PyList_GET_ITEM(obj, i))) return false;
+  }
+  return true;
+}
+
+// sgd_(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening,
+// nesterov, maximize, grad_scale, found_inf): lists (or tuples) of tensors,
+// momentum_buffers a list whose None entries get the new buffers.
+PyObject* sgd_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  SgdHyper hyper{};
+  if (nargs != 11 || !is_tensor_sequence(args[0]) || !is_tensor_sequence(args[1]) || !read_hyper(args + 3, hyper) ||
+      !is_plain_optional_tensor(args[9]) || !is_plain_optional_tensor(args[10])) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  const Py_ssize_t count = PySequence_Fast_GET_SIZE(args[0]);
+  const bool use_momentum = hyper.momentum != 0.0;
+  if (count == 0 || PySequence_Fast_GET_SIZE(args[1]) != count || (use_momentum && !is_buffer_list(args[2], count))) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  SgdCall call;
+  PyObject** params = PySequence_Fast_ITEMS(args[0]);
+  PyObject** grads = PySequence_Fast_ITEMS(args[1]);
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    add_param(call, THPVariable_Unpack(params[i]), THPVariable_Unpack(grads[i]),
+              use_momentum ? PyList_GET_ITEM(args[2], i) : Py_None, i, use_momentum);
+  }
+  if (run_sgd(call, hyper, optional_tensor(args[9]), optional_tensor(args[10]))) store_new_buffers(call, args[2]);
+  Py_RETURN_NONE;
+  END_HANDLE_TH_ERRORS
+}
+
+// One parameter group of the optimizer: (params, momentum_buffers, lr,
+// weight_decay, momentum, dampening, nesterov, maximize); params a list of
+// tensors, momentum_buffers a list aligned with it (None: no buffer yet).
+struct GroupArgs {
+  PyObject* params;
+  PyObject* buffers;
+  SgdHyper hyper;
+};
+
+bool read_group(PyObject* obj, GroupArgs& group) {
+  if (!PyTuple_CheckExact(obj) || PyTuple_GET_SIZE(obj) != 8) return false;
+  PyObject** items = PySequence_Fast_ITEMS(obj);
+  group.params = items[0];
+  group.buffers = items[1];
+  if (!PyList_CheckExact(group.params) || !read_hyper(items + 2, group.hyper)) return false;
+  const Py_ssize_t count = PyList_GET_SIZE(group.params);
+  return group.hyper.momentum == 0.0 || is_buffer_list(group.buffers, count);
+}
+
+// optimizer_step_(groups, grad_scale, found_inf): the update of every
+// parameter that has a .grad, one sgd_ call per group and device. Returns the
+// (group, index) pairs whose buffers were created (and stored into the group's
+// list), for the optimizer's state.
+PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 3 || !PyList_CheckExact(args[0]) || !is_plain_optional_tensor(args[1]) ||
+      !is_plain_optional_tensor(args[2])) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  const Py_ssize_t group_count = PyList_GET_SIZE(args[0]);
+  std::vector<GroupArgs> groups(static_cast<size_t>(group_count));
+  // Per group, its calls per device (nearly always one).
+  std::vector<std::vector<SgdCall>> calls(static_cast<size_t>(group_count));
+  for (Py_ssize_t g = 0; g < group_count; ++g) {
+    GroupArgs& group = groups[g];
+    if (!read_group(PyList_GET_ITEM(args[0], g), group)) Py_RETURN_NOTIMPLEMENTED;
+    const bool use_momentum = group.hyper.momentum != 0.0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(group.params); ++i) {
+      PyObject* item = PyList_GET_ITEM(group.params, i);
+      if (!is_plain_tensor(item)) Py_RETURN_NOTIMPLEMENTED;
+      const at::Tensor& param = THPVariable_Unpack(item);
+      const at::Tensor& grad = param.grad();
+      if (!grad.defined()) continue;  // torch.optim skips parameters without a gradient
+      // Checked for every group before any is updated.
+      TORCH_CHECK(grad.layout() == at::kStrided, "fused_linreg.optim.SGD does not support sparse gradients");
+      std::vector<SgdCall>& device_calls = calls[g];
+      auto same_device = [&](const SgdCall& c) { return c.params[0].device() == param.device(); };
+      auto call = std::find_if(device_calls.begin(), device_calls.end(), same_device);
+      if (call == device_calls.end()) call = device_calls.emplace(device_calls.end());
+      add_param(*call, param, grad, use_momentum ? PyList_GET_ITEM(group.buffers, i) : Py_None, i, use_momentum);
+    }
+  }
+  const std::optional<at::Tensor> grad_scale = optional_tensor(args[1]);
+  const std::optional<at::Tensor> found_inf = optional_tensor(args[2]);
+  PyObject* created = PyList_New(0);
+  if (created == nullptr) return nullptr;
+  for (Py_ssize_t g = 0; g < group_count; ++g) {
+    for (const SgdCall& call : calls[g]) {
+      if (!run_sgd(call, groups[g].hyper, grad_scale, found_inf)) continue;
+      store_new_buffers(call, groups[g].buffers);
+      for (size_t i = 0; i < call.slots.size(); ++i) {
+        if (!call.first_step[i]) continue;
+        PyObject* pair = Py_BuildValue("(nn)", g, call.slots[i]);
+        if (pair == nullptr || PyList_Append(created, pair) != 0) {
+          Py_XDECREF(pair);
+          Py_DECREF(created);
+          return nullptr;
+        }
+        Py_DECREF(pair);
+      }
+    }
+  }
+  return created;
+  END_HANDLE_TH_ERRORS
+}
+
+PyMethodDef methods[] = {
+    {"linear", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&linear_entry)), METH_FASTCALL,
+     "linear(x, weight, bias): the op for a 2-D weight and an exact bias; else NotImplemented."},
+    {"squared_loss", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&loss_entry<&kSquaredLoss, false>)),
+     METH_FASTCALL, "squared_loss(input, target, reduction): the op for one dtype; else NotImplemented."},
+    {"mse_loss", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&loss_entry<&kMseLoss, true>)),
+     METH_FASTCALL, "mse_loss(input, target, reduction): the op for one dtype and shape; else NotImplemented."},
+    {"sgd_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&sgd_entry)), METH_FASTCALL,
+     "sgd_(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize, "
+     "grad_scale, found_inf)."},
+    {"optimizer_step_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&optimizer_step_entry)),
+     METH_FASTCALL, "optimizer_step_(groups, grad_scale, found_inf): fused_linreg.optim.SGD's update."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
+PyMethodDef* python_methods() { return methods; }
+
+}  // namespace fused_linreg
