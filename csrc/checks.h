@@ -132,6 +132,49 @@ inline std::string overlap_arg_name(const OverlapArg& arg) {
   return arg.index < 0 ? std::string(arg.name) : std::string(arg.name) + "[" + std::to_string(arg.index) + "]";
 }
 
+// The storages of a set of tensors, to tell whether any two share one: if none
+// does, no two tensors overlap, by torch's own rule (at::get_overlap_status
+// finds overlap only within one storage). Open addressing: the common case of
+// optimizer lists (every tensor its own allocation) costs O(n), no sort.
+class StorageSet {
+ public:
+  explicit StorageSet(size_t expected) {
+    size_t capacity = 16;
+    while (capacity < 2 * expected) capacity *= 2;
+    slots_.assign(capacity, nullptr);
+  }
+
+  // Adds t's storage; false if it was there already (or t has none to compare).
+  bool insert(const at::Tensor& t) {
+    if (!t.defined() || t.numel() == 0) return true;
+    if (!t.has_storage() || 2 * ++size_ > slots_.size()) return false;
+    const void* storage = t.storage().unsafeGetStorageImpl();
+    // Fibonacci hashing: allocations are aligned, the low bits of an address say little.
+    size_t slot = static_cast<size_t>((reinterpret_cast<uintptr_t>(storage) * 0x9E3779B97F4A7C15ull) >> 32);
+    for (;; ++slot) {
+      slot &= slots_.size() - 1;
+      if (slots_[slot] == nullptr) break;
+      if (slots_[slot] == storage) return false;
+    }
+    slots_[slot] = storage;
+    return true;
+  }
+
+ private:
+  std::vector<const void*> slots_;
+  size_t size_ = 0;
+};
+
+// A tensor written in place must not have elements that share memory: an
+// expanded (stride-0) tensor would be written through a contiguous temporary
+// whose copy back fails, after the other updates are done.
+inline void check_no_internal_overlap(const OverlapArg& arg, const char* op) {
+  const at::Tensor& t = *arg.tensor;
+  TORCH_CHECK(!t.defined() || t.numel() == 0 || at::has_internal_overlap(t) != at::MemOverlap::Yes, "fused_linreg.",
+              op, ": ", overlap_arg_name(arg),
+              " has elements that share memory (e.g. an expanded tensor) and cannot be written in place");
+}
+
 // The in-place ops write their tensors chunk by chunk across threads, and
 // non-contiguous ones through temporaries copied back afterwards: a written
 // tensor that shares memory with another argument would end up with whichever
@@ -141,9 +184,17 @@ inline std::string overlap_arg_name(const OverlapArg& arg) {
 // between tensors whose elements are dense in memory it is always found; between
 // strided views of one buffer (two columns of a matrix do not overlap, two
 // diagonals may) it cannot be decided cheaply, and the call is let through.
-// Only tensors whose address ranges intersect are compared, after a sort by
-// address, so sgd_'s lists of hundreds of tensors cost O(n log n), not O(n^2).
+// Tensors in distinct storages need no more; otherwise only tensors whose
+// address ranges intersect are compared, after a sort by address, so sgd_'s
+// lists of hundreds of tensors cost O(n log n), not O(n^2).
 inline void check_no_overlap(const std::vector<OverlapArg>& args, const char* op) {
+  StorageSet storages(args.size());
+  bool distinct = true;
+  for (const OverlapArg& arg : args) {
+    if (arg.written) check_no_internal_overlap(arg, op);
+    distinct = storages.insert(*arg.tensor) && distinct;
+  }
+  if (distinct) return;
   struct Span {
     uintptr_t begin;
     uintptr_t end;
@@ -154,11 +205,6 @@ inline void check_no_overlap(const std::vector<OverlapArg>& args, const char* op
   for (size_t a = 0; a < args.size(); ++a) {
     const at::Tensor& t = *args[a].tensor;
     if (!t.defined() || t.numel() == 0) continue;
-    // An expanded (stride-0) tensor would be written through a contiguous
-    // temporary whose copy back fails, after the other updates are done.
-    TORCH_CHECK(!args[a].written || at::has_internal_overlap(t) != at::MemOverlap::Yes, "fused_linreg.", op, ": ",
-                overlap_arg_name(args[a]), " has elements that share memory (e.g. an expanded tensor) and cannot be ",
-                "written in place");
     int64_t low = 0, high = 0;  // element offsets of the first and last element in memory
     for (int64_t dim = 0; dim < t.dim(); ++dim) {
       const int64_t extent = t.stride(dim) * (t.size(dim) - 1);
@@ -244,6 +290,10 @@ inline void check_sgd_args(at::TensorList params, at::TensorList grads, at::Tens
   }
   if (params.empty()) return;
   const at::Device device = params[0].device();
+  // params are always written, grads when unscaled in place, buffers with momentum.
+  const bool grads_written = grad_scale.has_value() && grad_scale->defined();
+  StorageSet storages(3 * params.size());
+  bool distinct_storages = true;
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& p = params[i];
     const at::Tensor& g = grads[i];
@@ -260,6 +310,7 @@ inline void check_sgd_args(at::TensorList params, at::TensorList grads, at::Tens
     TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.device() == p.device() && g.sizes() == p.sizes(),
                 "fused_linreg.sgd_: grads[", i, "] (", g.scalar_type(), ", ", g.device(), ", shape ", g.sizes(),
                 ") must match params[", i, "] (", p.scalar_type(), ", ", p.device(), ", shape ", p.sizes(), ")");
+    distinct_storages = storages.insert(p) && storages.insert(g) && distinct_storages;
     if (use_momentum) {
       const at::Tensor& b = momentum_buffers[i];
       TORCH_CHECK(b.defined(), "fused_linreg.sgd_: momentum_buffers[", i, "] is undefined");
@@ -268,12 +319,20 @@ inline void check_sgd_args(at::TensorList params, at::TensorList grads, at::Tens
                   "fused_linreg.sgd_: momentum_buffers[", i, "] (", b.scalar_type(), ", ", b.device(), ", shape ",
                   b.sizes(), ") must match params[", i, "] (", p.scalar_type(), ", ", p.device(), ", shape ",
                   p.sizes(), ")");
+      distinct_storages = storages.insert(b) && distinct_storages;
     }
   }
   check_one_element_float(grad_scale, "grad_scale", device);
   check_one_element_float(found_inf, "found_inf", device);
-  // params are always written, grads when unscaled in place, buffers with momentum.
-  const bool grads_written = grad_scale.has_value() && grad_scale->defined();
+  if (distinct_storages) {
+    // No two overlap; only the written tensors' own elements remain to check.
+    for (size_t i = 0; i < params.size(); ++i) {
+      const int64_t index = static_cast<int64_t>(i);
+      if (grads_written) check_no_internal_overlap({&grads[i], "grads", index, true}, "sgd_");
+      if (use_momentum) check_no_internal_overlap({&momentum_buffers[i], "momentum_buffers", index, true}, "sgd_");
+    }
+    return;
+  }
   std::vector<OverlapArg> tensors;
   tensors.reserve(3 * params.size());
   for (size_t i = 0; i < params.size(); ++i) {

@@ -23,6 +23,12 @@ using LinregGradSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::T
 template <typename Lr>
 using SgdSig = void(at::TensorList, at::TensorList, at::TensorList, const c10::List<bool>&, Lr, double, double, double,
                     bool, bool, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&);
+using LinregStepSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                const std::optional<at::Tensor>&, bool, double, double, double, double, bool, bool);
+using LinregEpochSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, const at::Tensor&,
+                                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                 const std::optional<at::Tensor>&, bool, double, double, double, double, bool, bool);
 
 // Looked up once per call site (a static): the lookup takes a lock and a hash.
 template <typename Signature>

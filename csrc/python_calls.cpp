@@ -23,12 +23,14 @@
 namespace fused_linreg {
 namespace {
 
-// A tensor that the op may receive directly: a Tensor or Parameter (a subclass
-// may override __torch_function__), no torch function mode active, dense.
+// A tensor that the op may receive directly: a dense Tensor or Parameter (a
+// subclass may override __torch_function__). Every entry also checks, once,
+// that no torch function mode is active (no_function_mode).
 bool is_plain_tensor(PyObject* obj) {
-  return THPVariable_CheckExact(obj) && !at::impl::torch_function_mode_enabled() &&
-         THPVariable_Unpack(obj).layout() == at::kStrided;
+  return THPVariable_CheckExact(obj) && THPVariable_Unpack(obj).layout() == at::kStrided;
 }
+
+bool no_function_mode() { return !at::impl::torch_function_mode_enabled(); }
 
 bool is_plain_optional_tensor(PyObject* obj) { return obj == Py_None || is_plain_tensor(obj); }
 
@@ -85,7 +87,8 @@ class GilRelease {
 // linear(x, weight, bias): weight 2-D and a bias the op takes as it is.
 PyObject* linear_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  if (nargs != 3 || !is_plain_tensor(args[0]) || !is_plain_tensor(args[1]) || !is_plain_optional_tensor(args[2])) {
+  if (nargs != 3 || !no_function_mode() || !is_plain_tensor(args[0]) || !is_plain_tensor(args[1]) ||
+      !is_plain_optional_tensor(args[2])) {
     Py_RETURN_NOTIMPLEMENTED;
   }
   const at::Tensor& weight = THPVariable_Unpack(args[1]);
@@ -114,7 +117,8 @@ template <const char* const* Name, bool kSameShape>
 PyObject* loss_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   c10::string_view reduction;
-  if (nargs != 3 || !is_plain_tensor(args[0]) || !is_plain_tensor(args[1]) || !read_reduction(args[2], reduction)) {
+  if (nargs != 3 || !no_function_mode() || !is_plain_tensor(args[0]) || !is_plain_tensor(args[1]) ||
+      !read_reduction(args[2], reduction)) {
     Py_RETURN_NOTIMPLEMENTED;
   }
   const at::Tensor& input = THPVariable_Unpack(args[0]);
@@ -196,7 +200,8 @@ bool run_sgd(const SgdCall& call, const SgdHyper& hyper, const std::optional<at:
   const at::Device device = call.params[0].device();
   const std::optional<at::Tensor> scale = on_device(grad_scale, device);
   const std::optional<at::Tensor> inf = on_device(found_inf, device);
-  GilRelease no_gil;
+  // The GIL stays held: the dispatcher copies and drops references to every
+  // tensor of the lists, and without the GIL each such drop acquires it.
   at::AutoGradMode no_grad(false);
   if (hyper.lr_tensor != nullptr) {
     tensor_lr.call(call.params, call.grads, call.buffers, call.first_step,
@@ -244,7 +249,7 @@ bool is_buffer_list(PyObject* obj, Py_ssize_t size) {
 PyObject* sgd_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   SgdHyper hyper{};
-  if (nargs != 11 || !is_tensor_sequence(args[0]) || !is_tensor_sequence(args[1]) || !read_hyper(args + 3, hyper) ||
+  if (nargs != 11 || !no_function_mode() || !is_tensor_sequence(args[0]) || !is_tensor_sequence(args[1]) || !read_hyper(args + 3, hyper) ||
       !is_plain_optional_tensor(args[9]) || !is_plain_optional_tensor(args[10])) {
     Py_RETURN_NOTIMPLEMENTED;
   }
@@ -290,7 +295,7 @@ bool read_group(PyObject* obj, GroupArgs& group) {
 // list), for the optimizer's state.
 PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  if (nargs != 3 || !PyList_CheckExact(args[0]) || !is_plain_optional_tensor(args[1]) ||
+  if (nargs != 3 || !no_function_mode() || !PyList_CheckExact(args[0]) || !is_plain_optional_tensor(args[1]) ||
       !is_plain_optional_tensor(args[2])) {
     Py_RETURN_NOTIMPLEMENTED;
   }

@@ -157,7 +157,7 @@ void sgd_run_chunk(const SgdWorkList& work, const Chunk& c, double lr, const Sgd
   }
 }
 
-std::vector<Chunk> split_into_chunks(const std::vector<at::Tensor>& params) {
+std::vector<Chunk> split_into_chunks(at::TensorList params) {
   std::vector<Chunk> chunks;
   for (size_t i = 0; i < params.size(); ++i) {
     const int64_t numel = params[i].numel();
