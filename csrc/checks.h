@@ -148,7 +148,7 @@ class StorageSet {
   bool insert(const at::Tensor& t) {
     if (!t.defined() || t.numel() == 0) return true;
     if (!t.has_storage() || 2 * ++size_ > slots_.size()) return false;
-    const void* storage = t.storage().unsafeGetStorageImpl();
+    const void* storage = t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl();
     // Fibonacci hashing: allocations are aligned, the low bits of an address say little.
     size_t slot = static_cast<size_t>((reinterpret_cast<uintptr_t>(storage) * 0x9E3779B97F4A7C15ull) >> 32);
     for (;; ++slot) {

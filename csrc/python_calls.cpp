@@ -158,14 +158,48 @@ bool read_hyper(PyObject* const* args, SgdHyper& hyper) {
          read_bool(args[4], hyper.nesterov) && read_bool(args[5], hyper.maximize);
 }
 
+// A list of tensors borrowed from Python objects that outlive the call, without
+// touching their reference counts: copying an at::Tensor that has a live
+// PyObject also increfs that object (and checks for the GIL), both ways, which
+// for sgd_'s hundreds of tensors cost more than the update.
+class BorrowedTensors {
+ public:
+  BorrowedTensors() = default;
+  BorrowedTensors(BorrowedTensors&&) = default;  // the moved-from list is empty
+  BorrowedTensors& operator=(BorrowedTensors&&) = delete;
+  ~BorrowedTensors() {
+    for (at::Tensor& t : tensors_) c10::MaybeOwnedTraits<at::Tensor>::destroyBorrow(t);
+  }
+
+  void reserve(size_t count) { tensors_.reserve(count); }
+  void push_back(const at::Tensor& t) { tensors_.push_back(c10::MaybeOwnedTraits<at::Tensor>::createBorrow(t)); }
+  const at::Tensor& operator[](size_t i) const { return tensors_[i]; }
+  bool empty() const { return tensors_.empty(); }
+  operator at::TensorList() const { return tensors_; }  // NOLINT(google-explicit-constructor)
+
+ private:
+  std::vector<at::Tensor> tensors_;
+};
+
 // The tensors of one sgd_ call (one device). first_step[i]: buffers[i] is new
-// and must be stored at slot[i] of the caller's list if the step was not skipped.
+// (held in new_buffers) and must be stored at slots[i] of the caller's list if
+// the step was not skipped.
 struct SgdCall {
-  std::vector<at::Tensor> params;
-  std::vector<at::Tensor> grads;
-  std::vector<at::Tensor> buffers;
+  SgdCall(at::Device device, size_t capacity) : device(device) {
+    params.reserve(capacity);
+    grads.reserve(capacity);
+    buffers.reserve(capacity);
+    first_step.reserve(capacity);
+    slots.reserve(capacity);
+  }
+
+  at::Device device;
+  BorrowedTensors params;
+  BorrowedTensors grads;
+  BorrowedTensors buffers;
   c10::List<bool> first_step;
   std::vector<Py_ssize_t> slots;
+  std::vector<at::Tensor> new_buffers;  // owned here; buffers borrows them
 };
 
 // Adds a parameter; `buffer` is the caller's entry (None: no buffer yet).
@@ -175,8 +209,13 @@ void add_param(SgdCall& call, const at::Tensor& param, const at::Tensor& grad, P
   call.grads.push_back(grad);
   if (!use_momentum) return;
   const bool first = buffer == Py_None;
-  // The kernel never reads a first-step buffer (it sets buf = g): empty is enough.
-  call.buffers.push_back(first ? at::empty_like(param) : THPVariable_Unpack(buffer));
+  if (first) {
+    // The kernel never reads a first-step buffer (it sets buf = g): empty is enough.
+    call.new_buffers.push_back(at::empty_like(param));
+    call.buffers.push_back(call.new_buffers.back());
+  } else {
+    call.buffers.push_back(THPVariable_Unpack(buffer));
+  }
   call.first_step.push_back(first);
   call.slots.push_back(slot);
 }
@@ -197,7 +236,7 @@ bool run_sgd(const SgdCall& call, const SgdHyper& hyper, const std::optional<at:
              const std::optional<at::Tensor>& found_inf) {
   static const auto float_lr = find_op<SgdSig<double>>("fused_linreg::sgd_");
   static const auto tensor_lr = find_op<SgdSig<const at::Tensor&>>("fused_linreg::sgd_", "tensor_lr");
-  const at::Device device = call.params[0].device();
+  const at::Device device = call.device;
   const std::optional<at::Tensor> scale = on_device(grad_scale, device);
   const std::optional<at::Tensor> inf = on_device(found_inf, device);
   // The GIL stays held: the dispatcher copies and drops references to every
@@ -212,8 +251,7 @@ bool run_sgd(const SgdCall& call, const SgdHyper& hyper, const std::optional<at:
                   hyper.weight_decay, hyper.momentum, hyper.dampening, hyper.nesterov, hyper.maximize, scale, inf);
   }
   // Only a step with new buffers needs to know (a host read of found_inf).
-  const bool any_first = std::find(call.first_step.begin(), call.first_step.end(), true) != call.first_step.end();
-  return !(any_first && inf.has_value() && inf->item<double>() != 0.0);
+  return !(!call.new_buffers.empty() && inf.has_value() && inf->item<double>() != 0.0);
 }
 
 // Stores the new buffers of an applied step into `buffers` (a list).
@@ -258,7 +296,7 @@ PyObject* sgd_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t narg
   if (count == 0 || PySequence_Fast_GET_SIZE(args[1]) != count || (use_momentum && !is_buffer_list(args[2], count))) {
     Py_RETURN_NOTIMPLEMENTED;
   }
-  SgdCall call;
+  SgdCall call(THPVariable_Unpack(PySequence_Fast_ITEMS(args[0])[0]).device(), static_cast<size_t>(count));
   PyObject** params = PySequence_Fast_ITEMS(args[0]);
   PyObject** grads = PySequence_Fast_ITEMS(args[1]);
   for (Py_ssize_t i = 0; i < count; ++i) {
@@ -315,10 +353,19 @@ PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_s
       if (!grad.defined()) continue;  // torch.optim skips parameters without a gradient
       // Checked for every group before any is updated.
       TORCH_CHECK(grad.layout() == at::kStrided, "fused_linreg.optim.SGD does not support sparse gradients");
+      // Nearly always one device: the previous parameter's call is checked first.
       std::vector<SgdCall>& device_calls = calls[g];
-      auto same_device = [&](const SgdCall& c) { return c.params[0].device() == param.device(); };
-      auto call = std::find_if(device_calls.begin(), device_calls.end(), same_device);
-      if (call == device_calls.end()) call = device_calls.emplace(device_calls.end());
+      const at::Device device = param.device();
+      SgdCall* call = nullptr;
+      if (!device_calls.empty() && device_calls.back().device == device) {
+        call = &device_calls.back();
+      } else {
+        auto found = std::find_if(device_calls.begin(), device_calls.end(),
+                                  [&](const SgdCall& c) { return c.device == device; });
+        call = found != device_calls.end()
+                   ? &*found
+                   : &device_calls.emplace_back(device, static_cast<size_t>(PyList_GET_SIZE(group.params)));
+      }
       add_param(*call, param, grad, use_momentum ? PyList_GET_ITEM(group.buffers, i) : Py_None, i, use_momentum);
     }
   }

@@ -27,7 +27,7 @@ import fused_linreg
 
 __all__ = ["SUITES", "Bench", "Context", "Impl", "Sizes", "Traffic", "build_benches", "sizes_for"]
 
-SUITES = ("bandwidth", "linear", "loss", "sgd", "book", "step")
+SUITES = ("bandwidth", "overhead", "linear", "loss", "sgd", "book", "train", "step")
 
 # The ops of the bandwidth suite, whose timings give the machine's rates.
 READ_OP = "memory read"
@@ -117,6 +117,7 @@ class Sizes:
     loss: tuple[int, ...]
     sgd: tuple[tuple[int, int], ...]
     book: tuple[int, int]
+    train: tuple[int, int, int]
     step: tuple[tuple[int, int, int], ...]
 
 
@@ -129,6 +130,7 @@ _CPU_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 24),
     sgd=((200, 1000), (8, 1 << 20)),
     book=(1000, 10),
+    train=(256, 64, 1),
     # 256 MiB of float32; k = 4 and 16 outputs: at 16 the step is compute-bound here (4·n·d·k flops).
     step=((1 << 20, 64, 1), (1 << 20, 64, 4), (1 << 20, 64, 16)),
 )
@@ -142,6 +144,7 @@ _CUDA_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 26),
     sgd=((200, 1000), (8, 1 << 22)),
     book=(1000, 10),
+    train=(256, 64, 1),
     step=((1 << 22, 64, 1), (1 << 22, 64, 4)),  # 1 GiB of float32; k = 4 is the widest narrow-tile kernel
 )
 
@@ -153,6 +156,7 @@ _QUICK_SIZES = Sizes(
     loss=(1 << 10, 1 << 14),
     sgd=((20, 100), (2, 1 << 14)),
     book=(200, 10),
+    train=(64, 16, 1),
     step=((1 << 14, 64, 1), (1 << 12, 16, 4)),
 )
 
@@ -294,6 +298,87 @@ def _bandwidth_benches(ctx: Context) -> list[Bench]:
               Traffic(read=2 * nbytes, write=nbytes, inplace=True), rotate=False, min_copies=_BANDWIDTH_BUFFERS),
         Bench("bandwidth", GEMM_OP, f"{g}x{g}x{g} {str(gemm_dtype).removeprefix('torch.')}", (Impl("torch.mm"),),
               gemm_setup, 3 * g * g * gemm_dtype.itemsize, Traffic(read=0, flops=2 * g**3), rotate=False),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# overhead: calls so small that the time is the call path, not the kernel.
+# ---------------------------------------------------------------------------
+
+_OVERHEAD_LINEAR = (10, 2, 1)
+_OVERHEAD_SGD = (200, 1)
+
+
+def _overhead_linear_setup(ctx: Context, no_grad: bool) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        rows, inp, out = _OVERHEAD_LINEAR
+        x, w, b = ctx.randn(rows, inp), ctx.randn(out, inp, requires_grad=True), ctx.randn(out, requires_grad=True)
+
+        def under_no_grad(fn: Callable[[], Tensor]) -> Fn:
+            def call() -> Tensor:
+                with torch.no_grad():
+                    return fn()
+            return call
+
+        fns: dict[str, Callable[[], Tensor]] = {
+            "F.linear": lambda: F.linear(x, w, b), _OURS_LINEAR: lambda: fused_linreg.linear(x, w, b)}
+        return {name: under_no_grad(fn) for name, fn in fns.items()} if no_grad else fns
+
+    return setup
+
+
+def _overhead_step_setup(ctx: Context) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        rows, inp, out = _OVERHEAD_LINEAR
+        x, y = ctx.randn(rows, inp), ctx.randn(rows, out)
+        w, b = ctx.randn(out, inp, requires_grad=True), ctx.randn(out, requires_grad=True)
+        return {
+            "F.linear + F.mse_loss": lambda: torch.autograd.grad(F.mse_loss(F.linear(x, w, b), y), (w, b)),
+            "fused_linreg.linear + mse_loss": lambda: torch.autograd.grad(
+                fused_linreg.mse_loss(fused_linreg.linear(x, w, b), y), (w, b)),
+        }
+
+    return setup
+
+
+def _overhead_sgd_setup(ctx: Context) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        count, numel = _OVERHEAD_SGD
+        lists = [([ctx.randn(numel) for _ in range(count)], [ctx.randn(numel) for _ in range(count)],
+                  [ctx.randn(numel) for _ in range(count)]) for _ in range(2)]
+        (params, grads, bufs), (our_params, our_grads, our_bufs) = lists
+        our_buffers: list[Tensor | None] = list(our_bufs)  # existing buffers: a steady-state step
+        return {
+            "torch._fused_sgd_": lambda: torch._fused_sgd_(
+                params, grads, bufs, weight_decay=0.0, momentum=0.9, lr=1e-3, dampening=0.0, nesterov=False,
+                maximize=False, is_first_step=False),
+            "sgd_": lambda: fused_linreg.sgd_(our_params, our_grads, our_buffers, lr=1e-3, momentum=0.9),
+        }
+
+    return setup
+
+
+def _overhead_benches(ctx: Context) -> list[Bench]:
+    rows, inp, out = _OVERHEAD_LINEAR
+    count, numel = _OVERHEAD_SGD
+    shape = f"{rows}x{inp} -> {out}"
+    linear = (Impl("F.linear"), Impl(_OURS_LINEAR, ours=True))
+    footprint = (rows * inp + out * inp + rows * out) * ctx.itemsize
+    remark = ("overhead: calls too small for the kernel to matter; the time is the call path (Python, dispatcher, "
+              "autograd), measured on the same inputs call after call, as a training loop makes them. "
+              "`sgd_ 200 x 1` is a steady-state momentum step (buffers exist), against torch's raw multi-tensor "
+              "kernel `torch._fused_sgd_` (what `SGD(fused=True)` calls).")
+    return [
+        Bench("overhead", "linear fwd, grad recorded", shape, linear, _overhead_linear_setup(ctx, False), footprint,
+              rotate=False, remark=remark),
+        Bench("overhead", "linear fwd, no_grad", shape, linear, _overhead_linear_setup(ctx, True), footprint,
+              rotate=False),
+        Bench("overhead", "linear + mse_loss fwd+bwd", shape,
+              (Impl("F.linear + F.mse_loss"), Impl("fused_linreg.linear + mse_loss", ours=True)),
+              _overhead_step_setup(ctx), footprint, rotate=False, note="grads of W and b"),
+        Bench("overhead", "sgd_ momentum 0.9", f"{count} x {numel}",
+              (Impl("torch._fused_sgd_"), Impl("sgd_", ours=True)), _overhead_sgd_setup(ctx),
+              3 * count * numel * ctx.itemsize, rotate=False),
     ]
 
 
@@ -582,6 +667,81 @@ def _book_benches(ctx: Context) -> list[Bench]:
 
 
 # ---------------------------------------------------------------------------
+# train: one step of the idiomatic training loop with the drop-ins.
+# ---------------------------------------------------------------------------
+
+_TORCH_TRAIN = "torch nn+optim (SGD fused=True)"
+_OURS_TRAIN = "fused_linreg nn+optim"
+_TRAIN_MOMENTUM = 0.9
+
+
+def _train_step(ctx: Context, nn: ModuleType, optim: ModuleType, batch: int, d: int, k: int, mode: str,
+                **sgd_kwargs: bool) -> Fn:
+    """One step of ``nn.Linear(d, k)`` + ``MSELoss`` + ``SGD(momentum=0.9)`` on a fresh minibatch.
+
+    ``mode``: "eager"; "scaler" (``torch.amp.GradScaler``: scaled backward, unscale/inf check, update);
+    "compile" (forward+loss and ``optimizer.step`` each under ``torch.compile``, backward eager)."""
+    model = nn.Linear(d, k).to(ctx.device, ctx.dtype)
+    loss_fn = nn.MSELoss()
+    optimizer = optim.SGD(model.parameters(), lr=1e-3, momentum=_TRAIN_MOMENTUM, **sgd_kwargs)
+    X, y = ctx.randn(batch, d), ctx.randn(batch, k)
+
+    def forward() -> Tensor:
+        return loss_fn(model(X), y)
+
+    if mode == "scaler":
+        scaler = torch.amp.GradScaler(ctx.device.type)
+
+        def scaled_step() -> None:
+            optimizer.zero_grad()
+            scaler.scale(forward()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+        return scaled_step
+    compiled = mode == "compile"
+    loss_of = _compiled(forward) if compiled else forward
+    update = _compiled(optimizer.step) if compiled else optimizer.step
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss_of().backward()
+        update()
+
+    return step
+
+
+def _train_setup(ctx: Context, mode: str) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        batch, d, k = ctx.sizes.train
+        return {
+            _TORCH_TRAIN: _train_step(ctx, torch.nn, torch.optim, batch, d, k, mode, fused=True),
+            _OURS_TRAIN: _train_step(ctx, fused_linreg.nn, fused_linreg.optim, batch, d, k, mode),
+        }
+
+    return setup
+
+
+def _train_benches(ctx: Context) -> list[Bench]:
+    batch, d, k = ctx.sizes.train
+    shape = f"{batch}x{d} -> {k}"
+    footprint = (batch * d + batch * k + 3 * d * k) * ctx.itemsize
+    remark = (f"train: one step of the idiomatic loop (zero_grad, nn.Linear({d}, {k}), MSELoss, backward, "
+              f"SGD(momentum={_TRAIN_MOMENTUM}) step) on a {batch}-row minibatch, torch's modules with "
+              "SGD(fused=True) against our drop-ins; with GradScaler (scale, unscale and inf check, update), and "
+              "with the forward+loss and optimizer.step each under torch.compile (backward eager; compilation "
+              "excluded).")
+    benches = []
+    for mode, op in (("eager", "train step"), ("scaler", "train step, GradScaler"),
+                     ("compile", "train step, torch.compile")):
+        compiled = mode == "compile"
+        impls = (Impl(_TORCH_TRAIN, compiled=compiled), Impl(_OURS_TRAIN, ours=True, compiled=compiled))
+        benches.append(Bench("train", op, shape, impls, _train_setup(ctx, mode), footprint, rotate=False,
+                             remark=remark if mode == "eager" else ""))
+    return benches
+
+
+# ---------------------------------------------------------------------------
 # step: one full-batch step on a large X.
 # ---------------------------------------------------------------------------
 
@@ -658,10 +818,12 @@ def _step_benches(ctx: Context) -> list[Bench]:
 
 _BUILDERS: dict[str, Callable[[Context], list[Bench]]] = {
     "bandwidth": _bandwidth_benches,
+    "overhead": _overhead_benches,
     "linear": _linear_benches,
     "loss": _loss_benches,
     "sgd": _sgd_benches,
     "book": _book_benches,
+    "train": _train_benches,
     "step": _step_benches,
 }
 
@@ -674,7 +836,8 @@ def build_benches(ctx: Context, suites: Sequence[str]) -> list[Bench]:
     benches = [bench for suite in wanted for bench in _BUILDERS[suite](ctx)]
     if ctx.compile:
         return benches
-    return [_without_compiled(bench) for bench in benches]
+    # A bench of compiled implementations only (the compiled train step) goes entirely.
+    return [_without_compiled(bench) for bench in benches if not all(i.compiled for i in bench.impls)]
 
 
 def _without_compiled(bench: Bench) -> Bench:
