@@ -52,7 +52,7 @@ struct NotDifferentiable : public torch::autograd::Function<NotDifferentiable<Me
 // ---------------------------------------------------------------------------
 
 at::Tensor call_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  static const auto op = find_op<LinearSig>("fused_linreg::linear");
+  static const auto op = find_op<LinearSig>(kLinear);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   return op.call(x, weight, bias);
 }
@@ -70,8 +70,8 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    static const auto backward_input = find_op<LinearBackwardInputSig>("fused_linreg::linear_backward_input");
-    static const auto backward_params = find_op<LinearBackwardParamsSig>("fused_linreg::linear_backward_params");
+    static const auto backward_input = find_op<LinearBackwardInputSig>(kLinearBackwardInput);
+    static const auto backward_params = find_op<LinearBackwardParamsSig>(kLinearBackwardParams);
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& grad_out = grad_outputs[0];
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
@@ -100,18 +100,18 @@ at::Tensor linear_autograd(const at::Tensor& x, const at::Tensor& weight, const 
 // ---------------------------------------------------------------------------
 
 struct SquaredLossOps {
-  static constexpr const char* kForward = "fused_linreg::squared_loss";
-  static constexpr const char* kBackward = "fused_linreg::squared_loss_backward";
+  static constexpr const char* const* kForward = &kSquaredLoss;
+  static constexpr const char* const* kBackward = &kSquaredLossBackward;
 };
 
 struct MseLossOps {
-  static constexpr const char* kForward = "fused_linreg::mse_loss";
-  static constexpr const char* kBackward = "fused_linreg::mse_loss_backward";
+  static constexpr const char* const* kForward = &kMseLoss;
+  static constexpr const char* const* kBackward = &kMseLossBackward;
 };
 
 template <typename Ops>
 at::Tensor call_loss(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  static const auto op = find_op<LossSig>(Ops::kForward);
+  static const auto op = find_op<LossSig>(*Ops::kForward);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   return op.call(input, target, reduction);
 }
@@ -128,7 +128,7 @@ class LossFunction : public torch::autograd::Function<LossFunction<Ops>> {
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    static const auto backward_op = find_op<LossBackwardSig>(Ops::kBackward);
+    static const auto backward_op = find_op<LossBackwardSig>(*Ops::kBackward);
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& grad_output = grad_outputs[0];
     at::Tensor grad_input, grad_target;
@@ -209,11 +209,6 @@ constexpr const char* kLinregGradNotDifferentiable =
     "(fused_linreg.linreg_grad computes them under torch.no_grad()); for a differentiable loss use "
     "fused_linreg.linear and fused_linreg.squared_loss";
 
-constexpr const char* kLinearBackwardInput = "fused_linreg::linear_backward_input";
-constexpr const char* kLinearBackwardParams = "fused_linreg::linear_backward_params";
-constexpr const char* kSquaredLossBackward = "fused_linreg::squared_loss_backward";
-constexpr const char* kMseLossBackward = "fused_linreg::mse_loss_backward";
-constexpr const char* kLinregGrad = "fused_linreg::linreg_grad";
 
 }  // namespace
 

@@ -112,12 +112,6 @@ struct InPlaceOp<Name, Overload, Ret(Args...)> {
   }
 };
 
-constexpr const char* kSgd = "fused_linreg::sgd_";
-constexpr const char* kLinregStep = "fused_linreg::linreg_step_";
-constexpr const char* kLinregEpoch = "fused_linreg::linreg_epoch_";
-constexpr const char* kDefault = "";
-constexpr const char* kTensorLr = "tensor_lr";
-
 using SgdOp = InPlaceOp<&kSgd, &kDefault, SgdSig<double>>;
 using SgdTensorLrOp = InPlaceOp<&kSgd, &kTensorLr, SgdSig<const at::Tensor&>>;
 using LinregStepOp = InPlaceOp<&kLinregStep, &kDefault, LinregStepSig>;

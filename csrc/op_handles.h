@@ -11,6 +11,22 @@
 
 namespace fused_linreg {
 
+// Qualified names, as template arguments (pointers to these) and for lookups.
+inline constexpr const char* kLinear = "fused_linreg::linear";
+inline constexpr const char* kLinearBackwardInput = "fused_linreg::linear_backward_input";
+inline constexpr const char* kLinearBackwardParams = "fused_linreg::linear_backward_params";
+inline constexpr const char* kSquaredLoss = "fused_linreg::squared_loss";
+inline constexpr const char* kSquaredLossBackward = "fused_linreg::squared_loss_backward";
+inline constexpr const char* kMseLoss = "fused_linreg::mse_loss";
+inline constexpr const char* kMseLossBackward = "fused_linreg::mse_loss_backward";
+inline constexpr const char* kSgd = "fused_linreg::sgd_";
+inline constexpr const char* kLinregGrad = "fused_linreg::linreg_grad";
+inline constexpr const char* kLinregStep = "fused_linreg::linreg_step_";
+inline constexpr const char* kLinregEpoch = "fused_linreg::linreg_epoch_";
+// Overload names.
+inline constexpr const char* kDefault = "";
+inline constexpr const char* kTensorLr = "tensor_lr";
+
 using LinearSig = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&);
 using LinearBackwardInputSig = at::Tensor(const at::Tensor&, const at::Tensor&);
 using LinearBackwardParamsSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&);

@@ -98,7 +98,7 @@ PyObject* linear_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t n
   if (weight.dim() != 2 || (bias.has_value() && (bias->dim() != 1 || (bias->size(0) == 1 && weight.size(0) != 1)))) {
     Py_RETURN_NOTIMPLEMENTED;
   }
-  static const auto op = find_op<LinearSig>("fused_linreg::linear");
+  static const auto op = find_op<LinearSig>(kLinear);
   at::Tensor out;
   {
     GilRelease no_gil;
@@ -107,9 +107,6 @@ PyObject* linear_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t n
   return THPVariable_Wrap(std::move(out));
   END_HANDLE_TH_ERRORS
 }
-
-constexpr const char* kSquaredLoss = "fused_linreg::squared_loss";
-constexpr const char* kMseLoss = "fused_linreg::mse_loss";
 
 // squared_loss / mse_loss(input, target, reduction): one dtype, a valid
 // reduction, and for mse_loss one shape (no broadcast, no warning).
@@ -234,8 +231,8 @@ std::optional<at::Tensor> on_device(const std::optional<at::Tensor>& t, const at
 // step was applied (found_inf unset or zero).
 bool run_sgd(const SgdCall& call, const SgdHyper& hyper, const std::optional<at::Tensor>& grad_scale,
              const std::optional<at::Tensor>& found_inf) {
-  static const auto float_lr = find_op<SgdSig<double>>("fused_linreg::sgd_");
-  static const auto tensor_lr = find_op<SgdSig<const at::Tensor&>>("fused_linreg::sgd_", "tensor_lr");
+  static const auto float_lr = find_op<SgdSig<double>>(kSgd);
+  static const auto tensor_lr = find_op<SgdSig<const at::Tensor&>>(kSgd, kTensorLr);
   const at::Device device = call.device;
   const std::optional<at::Tensor> scale = on_device(grad_scale, device);
   const std::optional<at::Tensor> inf = on_device(found_inf, device);
@@ -287,8 +284,8 @@ bool is_buffer_list(PyObject* obj, Py_ssize_t size) {
 PyObject* sgd_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   SgdHyper hyper{};
-  if (nargs != 11 || !no_function_mode() || !is_tensor_sequence(args[0]) || !is_tensor_sequence(args[1]) || !read_hyper(args + 3, hyper) ||
-      !is_plain_optional_tensor(args[9]) || !is_plain_optional_tensor(args[10])) {
+  if (nargs != 11 || !no_function_mode() || !is_tensor_sequence(args[0]) || !is_tensor_sequence(args[1]) ||
+      !read_hyper(args + 3, hyper) || !is_plain_optional_tensor(args[9]) || !is_plain_optional_tensor(args[10])) {
     Py_RETURN_NOTIMPLEMENTED;
   }
   const Py_ssize_t count = PySequence_Fast_GET_SIZE(args[0]);

@@ -38,7 +38,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     Returns:
         ``(*, out_features)``, or ``(*)`` for a 1-D ``weight``.
     """
-    out = NotImplemented if torch.compiler.is_compiling() else _C.linear(x, weight, bias)
+    out = NotImplemented if torch.compiler.is_dynamo_compiling() else _C.linear(x, weight, bias)
     return _linear_general(x, weight, bias) if out is NotImplemented else out
 
 
@@ -93,7 +93,7 @@ def squared_loss(input: Tensor, target: Tensor, reduction: str = "none") -> Tens
     Returns:
         The loss: shape ``S`` for ``"none"``, a 0-dim tensor otherwise.
     """
-    out = NotImplemented if torch.compiler.is_compiling() else _C.squared_loss(input, target, reduction)
+    out = NotImplemented if torch.compiler.is_dynamo_compiling() else _C.squared_loss(input, target, reduction)
     return _squared_loss_general(input, target, reduction) if out is NotImplemented else out
 
 
@@ -115,7 +115,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     Returns:
         The loss: shape ``S`` for ``"none"``, a 0-dim tensor otherwise.
     """
-    out = NotImplemented if torch.compiler.is_compiling() else _C.mse_loss(input, target, reduction)
+    out = NotImplemented if torch.compiler.is_dynamo_compiling() else _C.mse_loss(input, target, reduction)
     return _mse_loss_general(input, target, reduction) if out is NotImplemented else out
 
 
@@ -124,7 +124,7 @@ def _mse_loss_general(input: Tensor, target: Tensor, reduction: str) -> Tensor:
     if target.size() != input.size():
         # Dynamo cannot trace warnings.warn (a fullgraph compile would fail), so
         # compiled code broadcasts without the warning.
-        if not torch.compiler.is_compiling():
+        if not torch.compiler.is_dynamo_compiling():
             warnings.warn(
                 f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
                 "This will likely lead to incorrect results due to broadcasting. "
@@ -184,10 +184,10 @@ def sgd_(
     given and some buffer is still ``None``, it is read on the host once after the
     kernel (a device sync) to know whether to store the new buffers.
     """
-    if torch.compiler.is_compiling() or _C.sgd_(params, grads, momentum_buffers, lr, weight_decay, momentum,
-                                                 dampening, nesterov, maximize, grad_scale, found_inf) is NotImplemented:
-        _sgd_general(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize,
-                     grad_scale, found_inf)
+    args = (params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize, grad_scale,
+            found_inf)
+    if torch.compiler.is_dynamo_compiling() or _C.sgd_(*args) is NotImplemented:
+        _sgd_general(*args)
 
 
 def _sgd_general(

@@ -133,7 +133,8 @@ class SGD(torch.optim.SGD):
             for group in self.param_groups
         ]
         # One C++ call reads every .grad and runs one sgd_ per group and device.
-        created = NotImplemented if torch.compiler.is_compiling() else _C.optimizer_step_(groups, grad_scale, found_inf)
+        compiling = torch.compiler.is_dynamo_compiling()
+        created = NotImplemented if compiling else _C.optimizer_step_(groups, grad_scale, found_inf)
         if created is NotImplemented:
             with torch.no_grad():
                 self._step_general(grad_scale, found_inf)
