@@ -55,7 +55,11 @@ class SGD(torch.optim.SGD):
       shared memory twice;
     * it works with ``torch.amp.GradScaler`` without a host sync: the scaler's
       ``grad_scale`` / ``found_inf`` are handed to the kernel, which unscales the
-      gradients and skips the whole step (momentum state included) on inf/NaN.
+      gradients and skips the whole step (momentum state included) on inf/NaN;
+    * the step reads every ``.grad`` in one C++ call and keeps each group's list of momentum
+      buffers between steps: a buffer tensor changed in place is seen, but one assigned into
+      ``state`` by hand replaces the kept list only when the state or the group's params list
+      is replaced too (as ``load_state_dict`` and ``add_param_group`` do).
     """
 
     # Tells torch.amp.GradScaler to set self.grad_scale / self.found_inf and call
