@@ -2,6 +2,8 @@
 // device in their own files (TORCH_LIBRARY_IMPL), autograd in autograd.cpp;
 // fake (meta) kernels are registered from Python (pyext/fused_linreg/_ops.py).
 #include <Python.h>
+#include <c10/macros/Macros.h>
+#include <torch/headeronly/version.h>
 #include <torch/library.h>
 
 namespace fused_linreg {
@@ -9,6 +11,13 @@ PyMethodDef* python_methods();  // python_calls.cpp
 }
 
 extern "C" {
+// Which torch this library was built against, in plain text: when loading it
+// fails (an "undefined symbol" after a torch upgrade), fused_linreg/__init__.py
+// reads this from the file to say so.
+C10_EXPORT extern const char fused_linreg_built_with_torch[];
+const char fused_linreg_built_with_torch[] = "fused_linreg built with torch " C10_STRINGIZE(
+    TORCH_VERSION_MAJOR) "." C10_STRINGIZE(TORCH_VERSION_MINOR) "." C10_STRINGIZE(TORCH_VERSION_PATCH);
+
 // Loading this library runs the static TORCH_LIBRARY initialisers below (the
 // registration); the module itself holds the fast eager entries.
 PyObject* PyInit__C(void) {

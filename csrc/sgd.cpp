@@ -87,8 +87,8 @@ void sgd_chunk_via_float(scalar_t* param, scalar_t* grad, scalar_t* buf, int64_t
 }
 
 // Half types: whole vectors are converted to float in registers, two float
-// vectors per half vector (element by element, float16's conversions made sgd_
-// 10x slower than torch's fused SGD); the rest goes through sgd_chunk_via_float.
+// vectors per half vector (converting element by element is far slower for
+// float16); the rest goes through sgd_chunk_via_float.
 template <typename scalar_t, bool kMomentum, bool kFirstStep, bool kScaled>
 void sgd_chunk_reduced(scalar_t* param, scalar_t* grad, scalar_t* buf, int64_t n, const SgdScalars<float>& s,
                        float grad_scale) {

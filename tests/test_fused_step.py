@@ -609,15 +609,6 @@ def epoch_momentum_without_state(device, g):
     return epoch_call(X, y, weight, bias, momentum=0.9)
 
 
-@bad_case(RuntimeError, r"fused_linreg\.linreg_step_: bias_momentum is required when momentum != 0")
-def step_state_without_bias_buffer(device, g):
-    """A state from a model without bias, reused with a bias."""
-    X, y, weight, bias = problem(device, g)
-    state = trained_state(X, y, weight, bias)
-    del state[BIAS_BUFFER]
-    return step_call(X, y, weight, bias, state=state, **MOMENTUM)
-
-
 # Aliasing: weight, bias and (with momentum) the buffers are written in place, X, y and
 # indices read while they are (the epoch reads later minibatches after earlier updates).
 # A written tensor that shares memory with another argument would be silently corrupted.

@@ -1,7 +1,8 @@
 """fused_linreg: fused C++/CUDA kernels for training linear regression with PyTorch.
 
 The operators live in ``torch.ops.fused_linreg`` (loaded from the compiled ``_C``
-library); this package adds their autograd and fake kernels and the user-facing API:
+library, which also registers their autograd); this package adds their fake kernels and the
+user-facing API:
 
 * ``linear``, ``squared_loss``, ``mse_loss``, ``sgd_``: functional API;
 * ``linreg_step_``, ``linreg_grad``, ``linreg_epoch_``: the whole training step (and
@@ -12,10 +13,35 @@ library); this package adds their autograd and fake kernels and the user-facing 
 * ``d2l``: the book's ``synthetic_data``, ``data_iter``, ``linreg``, ``squared_loss``, ``sgd``.
 """
 
-import torch  # noqa: F401  (loads libtorch/libc10, which _C links against)
+import importlib.util
+import re
 
-from . import _C  # type: ignore[attr-defined]  # noqa: F401  (loading the library registers torch.ops.fused_linreg.*)
-from . import _ops  # noqa: F401  (fake kernels and autograd formulas of those ops)
+import torch  # (loads libtorch/libc10, which _C links against)
+
+
+def _load_failure(error: ImportError) -> str:
+    """What to tell a user whose compiled library does not load: usually a torch other than
+    the one it was built against (an "undefined symbol"), and how to rebuild it."""
+    spec = importlib.util.find_spec(f"{__name__}._C")
+    built = None
+    if spec is not None and spec.origin is not None:
+        with open(spec.origin, "rb") as library:
+            found = re.search(rb"fused_linreg built with torch ([0-9]+\.[0-9]+\.[0-9]+)", library.read())
+        built = found.group(1).decode() if found else None
+    installed = torch.__version__.split("+")[0]
+    if built is None or built == installed:
+        return f"fused_linreg: its compiled library failed to load: {error}"
+    return (f"fused_linreg was built against torch {built} but torch {torch.__version__} is installed, and its "
+            f"compiled library does not load under it ({error}). Rebuild it against the installed torch: in the "
+            "fused-linreg source tree, `pip install --no-build-isolation --force-reinstall --no-deps .` "
+            "(or `make install`).")
+
+
+try:
+    from . import _C  # type: ignore[attr-defined]  # noqa: F401  (loading the library registers torch.ops.fused_linreg.*)
+except ImportError as _error:
+    raise ImportError(_load_failure(_error)) from _error
+from . import _ops  # noqa: F401  (fake kernels of those ops)
 from . import d2l, nn, optim
 from .estimator import LinearRegression
 from .functional import linear, mse_loss, sgd_, squared_loss

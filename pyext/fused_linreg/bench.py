@@ -24,6 +24,7 @@ import argparse
 import datetime
 import gc
 import itertools
+import logging
 import math
 import os
 import platform
@@ -38,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils import benchmark
 
 import fused_linreg
 
@@ -55,6 +55,24 @@ from ._bench_suites import (
     build_benches,
     sizes_for,
 )
+
+
+def _import_torch_benchmark() -> Any:
+    """``torch.utils.benchmark``, imported without the CUDA_HOME warning of torch's build helpers.
+
+    It imports ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found, using
+    CUDA_HOME=..." on every machine with a CUDA toolkit and no GPU; nothing here builds."""
+    build_log = logging.getLogger("torch.utils.cpp_extension")
+    level = build_log.level
+    build_log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark as module
+    finally:
+        build_log.setLevel(level)
+    return module
+
+
+benchmark = _import_torch_benchmark()
 
 __all__ = ["machine_info", "machine_tag", "main", "parse_args", "run"]
 

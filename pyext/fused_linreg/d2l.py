@@ -22,13 +22,13 @@ PyTorch code, so a seeded run gives the book's data and batches.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from typing import cast
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
 
 from . import functional
+from ._checks import number, tensor_list
 
 __all__ = ["synthetic_data", "data_iter", "linreg", "squared_loss", "sgd"]
 
@@ -83,13 +83,15 @@ def squared_loss(y_hat: Tensor, y: Tensor) -> Tensor:
     return functional.squared_loss(y_hat, y, reduction="none")
 
 
-def sgd(params: Sequence[Tensor], lr: float, batch_size: int) -> None:
+def sgd(params: Iterable[Tensor], lr: float, batch_size: int) -> None:
     """Minibatch SGD: ``param -= lr * param.grad / batch_size``, then zeroes the gradients.
 
     All ``params`` are updated by one fused kernel launch (they must share a device).
     """
-    grads = [cast(Tensor, p.grad) for p in params]
+    params = tensor_list("d2l.sgd", "params", params)
+    grads = tensor_list("d2l.sgd", "grads", (p.grad for p in params),
+                        missing="params[{i}] has no gradient: call backward() first")
     # lr / batch_size folds the book's two scalings into the kernel's single lr.
-    functional.sgd_(params, grads, [], lr=lr / batch_size)
+    functional.sgd_(params, grads, [], lr=number("d2l.sgd", "lr", lr) / number("d2l.sgd", "batch_size", batch_size))
     for g in grads:
         g.zero_()

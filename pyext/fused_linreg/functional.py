@@ -13,12 +13,13 @@ general path here (``torch.ops``), which is also the path torch.compile traces.
 from __future__ import annotations
 
 import warnings
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Iterable, MutableSequence
 
 import torch
 from torch import Tensor
 
 from . import _C  # type: ignore[attr-defined]
+from ._checks import dense_tensors, flag, number, optional_tensor, tensor, tensor_list, type_name
 
 __all__ = ["linear", "squared_loss", "mse_loss", "sgd_"]
 
@@ -43,7 +44,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def _linear_general(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    _check_dense("linear", x=x, weight=weight, bias=bias)
+    tensor("linear", "x", x)
+    tensor("linear", "weight", weight)
+    dense_tensors("linear", x=x, weight=weight, bias=bias)
     if weight.dim() == 1:
         # F.linear computes x @ weight here: one output feature, without its dimension.
         out = _ops.linear.default(x, weight.unsqueeze(0)).squeeze(-1)
@@ -56,15 +59,11 @@ def _linear_general(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return out + bias.expand_as(out)
 
 
-def _check_dense(op: str, **tensors: Tensor | None) -> None:
-    # Sparse tensors would reach the dispatcher's SparseCPU/SparseCUDA keys, where
-    # no kernel exists and the error could not name the argument.
-    for name, t in tensors.items():
-        if t is not None and t.layout != torch.strided:
-            raise RuntimeError(f"fused_linreg.{op}: {name} must be a dense (strided) tensor, got layout {t.layout}")
-
-
-def _check_reduction(reduction: str) -> None:
+def _check_loss_args(op: str, input: object, target: object, reduction: object) -> None:
+    tensor(op, "input", input)
+    tensor(op, "target", target)
+    if not isinstance(reduction, str):
+        raise TypeError(f"fused_linreg.{op}: reduction must be a str, got {type_name(reduction)}")
     # Same exception type and wording as torch.nn.functional's losses.
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
@@ -98,7 +97,7 @@ def squared_loss(input: Tensor, target: Tensor, reduction: str = "none") -> Tens
 
 
 def _squared_loss_general(input: Tensor, target: Tensor, reduction: str) -> Tensor:
-    _check_reduction(reduction)
+    _check_loss_args("squared_loss", input, target, reduction)
     input, target = _promote(input, target)
     return _ops.squared_loss.default(input, target, reduction)
 
@@ -120,7 +119,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
 
 
 def _mse_loss_general(input: Tensor, target: Tensor, reduction: str) -> Tensor:
-    _check_reduction(reduction)
+    _check_loss_args("mse_loss", input, target, reduction)
     if target.size() != input.size():
         # Dynamo cannot trace warnings.warn (a fullgraph compile would fail), so
         # compiled code broadcasts without the warning.
@@ -142,8 +141,8 @@ def _step_was_skipped(found_inf: Tensor | None) -> bool:
 
 
 def sgd_(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
+    params: Iterable[Tensor],
+    grads: Iterable[Tensor],
     momentum_buffers: MutableSequence[Tensor | None],
     *,
     lr: float | Tensor,
@@ -165,8 +164,9 @@ def sgd_(
     nothing at all changes (params, grads, buffers, and the ``momentum_buffers`` list).
 
     Args:
-        params: tensors to update, all on one device.
-        grads: one gradient per parameter, same shape, dtype and device.
+        params: tensors to update, all on one device (any iterable, e.g. ``model.parameters()``).
+        grads: one gradient per parameter, same shape, dtype and device; a None entry (a
+            parameter that has no gradient yet) raises TypeError.
         momentum_buffers: aligned with ``params`` (ignored when ``momentum`` is 0). A
             ``None`` entry means "no buffer yet": the first-step rule applies, and the
             new buffer is stored into the list in place.
@@ -191,8 +191,8 @@ def sgd_(
 
 
 def _sgd_general(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
+    params: Iterable[Tensor],
+    grads: Iterable[Tensor],
     momentum_buffers: MutableSequence[Tensor | None],
     lr: float | Tensor,
     weight_decay: float,
@@ -203,20 +203,34 @@ def _sgd_general(
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
 ) -> None:
+    params = tensor_list("sgd_", "params", params)
+    grads = tensor_list("sgd_", "grads", grads, missing="params[{i}] has no gradient: call backward() first")
+    if not isinstance(lr, Tensor):
+        lr = number("sgd_", "lr", lr)
+    weight_decay, momentum, dampening = (number("sgd_", name, value) for name, value in
+                                         (("weight_decay", weight_decay), ("momentum", momentum),
+                                          ("dampening", dampening)))
+    nesterov, maximize = flag("sgd_", "nesterov", nesterov), flag("sgd_", "maximize", maximize)
+    optional_tensor("sgd_", "grad_scale", grad_scale)
+    optional_tensor("sgd_", "found_inf", found_inf)
     if len(params) == 0:
         # Nothing to update, and with no tensor argument the dispatcher could not pick a kernel.
         return
     for i, g in enumerate(grads):
-        if g is not None and g.layout != torch.strided:
+        if g.layout != torch.strided:
             raise RuntimeError(
                 f"fused_linreg.sgd_: grads[{i}] must be dense, got layout {g.layout} (sparse gradients are not supported)"
             )
-    weight_decay, momentum, dampening = float(weight_decay), float(momentum), float(dampening)
     if momentum != 0.0:
+        if not isinstance(momentum_buffers, MutableSequence):
+            raise TypeError("fused_linreg.sgd_: momentum_buffers must be a list (new buffers are stored into it), "
+                            f"got {type_name(momentum_buffers)}")
         if len(momentum_buffers) != len(params):
             raise ValueError(
                 f"fused_linreg.sgd_: momentum_buffers has {len(momentum_buffers)} entries but params has {len(params)}"
             )
+        for i, buf in enumerate(momentum_buffers):
+            optional_tensor("sgd_", f"momentum_buffers[{i}]", buf)
         is_first_step = [buf is None for buf in momentum_buffers]
         # The kernel never reads a first-step buffer (it sets buf = g), so empty is enough.
         buffers = [torch.empty_like(p) if buf is None else buf for p, buf in zip(params, momentum_buffers)]
@@ -228,11 +242,11 @@ def _sgd_general(
     # require grad, which in-place updates are only allowed on under no_grad.
     with torch.no_grad():
         op(
-            list(params),
-            list(grads),
+            params,
+            grads,
             buffers,
             is_first_step,
-            lr=lr if isinstance(lr, Tensor) else float(lr),
+            lr=lr,
             weight_decay=weight_decay,
             momentum=momentum,
             dampening=dampening,

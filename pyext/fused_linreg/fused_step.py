@@ -15,8 +15,7 @@ Shapes: ``X`` is ``(n, d)``, ``y`` is ``(n, k)`` or, when ``k == 1``, ``(n,)``;
 Few outputs (``k <= 16``, the regression-head case) is the case the kernels are
 tuned for. On the CPU one pass serves any ``k`` (each row costs ``4 * d * k``
 flops, so past a few outputs the step is bound by them rather than by reading
-``X``, yet on a 2-core Zen 4 it still beat the composed eager step, about 2x,
-up to ``k = 128``). On CUDA, ``k > 16`` or rows too long for the fused
+``X``; the README's benchmarks say how it compares there). On CUDA, ``k > 16`` or rows too long for the fused
 kernel run as composed matmuls (the same results, without the one-pass saving).
 
 Momentum buffers persist in a ``state`` dict that the caller keeps between calls,
@@ -27,9 +26,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import MutableMapping
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from ._checks import flag, number, optional_tensor, tensor, type_name
+from .functional import sgd_
 
 __all__ = ["linreg_step_", "linreg_grad", "linreg_epoch_"]
 
@@ -37,6 +40,41 @@ _ops = torch.ops.fused_linreg
 
 WEIGHT_BUFFER = "weight_momentum_buffer"
 BIAS_BUFFER = "bias_momentum_buffer"
+
+
+def _check_data(op: str, X: object, y: object, weight: object, bias: object) -> None:
+    tensor(op, "X", X)
+    tensor(op, "y", y)
+    tensor(op, "weight", weight)
+    optional_tensor(op, "bias", bias)
+
+
+def _checked_hyperparameters(op: str, state: object, lr: object, **hyper: object) -> dict[str, Any]:
+    """lr, momentum, dampening, weight_decay as floats and nesterov, maximize as bools, or TypeError."""
+    if state is not None and not isinstance(state, MutableMapping):
+        raise TypeError(f"fused_linreg.{op}: state must be a dict (kept between calls) or None, got {type_name(state)}")
+    checked: dict[str, Any] = {"lr": number(op, "lr", lr)}
+    for name, value in hyper.items():
+        checked[name] = flag(op, name, value) if name in ("nesterov", "maximize") else number(op, name, value)
+    return checked
+
+
+def _joins_late(bias: Tensor | None, momentum: float, state: MutableMapping[str, Tensor] | None) -> bool:
+    """A bias without a momentum buffer while the weight has one: it joined after the first step."""
+    return (bias is not None and momentum != 0.0 and state is not None and WEIGHT_BUFFER in state
+            and BIAS_BUFFER not in state)
+
+
+def _late_bias_step(X: Tensor, y: Tensor, weight: Tensor, bias: Tensor, state: MutableMapping[str, Tensor],
+                    hyper: dict[str, Any]) -> Tensor:
+    """One step in which the bias gets torch.optim's first-step rule (``buf = grad``) and the weight
+    the ordinary one: the gradients in one pass, then ``sgd_`` with a buffer only for the weight."""
+    loss, grad_weight, grad_bias = linreg_grad(X, y, weight, bias)
+    buffers: list[Tensor | None] = [state[WEIGHT_BUFFER], None]
+    with torch.no_grad():
+        sgd_([weight, bias], [grad_weight, grad_bias], buffers, **hyper)
+    state[BIAS_BUFFER] = buffers[1]  # type: ignore[assignment]
+    return loss
 
 
 def _momentum_buffers(
@@ -93,6 +131,7 @@ def linreg_grad(X: Tensor, y: Tensor, weight: Tensor, bias: Tensor | None) -> tu
         ``(k, d)`` with respect to ``weight`` and ``(k,)`` with respect to ``bias``
         (None when ``bias`` is None). They are plain tensors, outside any autograd graph.
     """
+    _check_data("linreg_grad", X, y, weight, bias)
     with torch.no_grad():
         loss, grad_weight, grad_bias = _ops.linreg_grad.default(X, y, weight, bias)
     return loss, grad_weight, (None if bias is None else grad_bias)
@@ -129,7 +168,8 @@ def linreg_step_(
         state: a dict kept by the caller between steps; required when ``momentum != 0``
             (ValueError otherwise). The first step stores the new momentum buffers in it
             (``"weight_momentum_buffer"``, ``"bias_momentum_buffer"``), later steps update
-            them in place. Nothing is stored when ``momentum`` is 0 or the step raises.
+            them in place. Nothing is stored when ``momentum`` is 0 or the step raises. A
+            bias that joins after the first step gets torch.optim's first-step rule.
 
     ``weight``, ``bias`` and the momentum buffers are written in place: one that shares
     memory with another of them, or with ``X`` or ``y``, raises (RuntimeError).
@@ -137,24 +177,14 @@ def linreg_step_(
     Returns:
         The 0-dim minibatch loss before the update.
     """
-    momentum = float(momentum)
-    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, momentum, state)
+    _check_data("linreg_step_", X, y, weight, bias)
+    hyper = _checked_hyperparameters("linreg_step_", state, lr, momentum=momentum, dampening=dampening,
+                                     nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
+    if _joins_late(bias, hyper["momentum"], state):
+        return _late_bias_step(X, y, weight, bias, state, hyper)  # type: ignore[arg-type]
+    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, hyper["momentum"], state)
     with torch.no_grad():
-        loss = _ops.linreg_step_.default(
-            X,
-            y,
-            weight,
-            bias,
-            weight_buffer,
-            bias_buffer,
-            is_first_step,
-            lr=float(lr),
-            weight_decay=float(weight_decay),
-            momentum=momentum,
-            dampening=float(dampening),
-            nesterov=nesterov,
-            maximize=maximize,
-        )
+        loss = _ops.linreg_step_.default(X, y, weight, bias, weight_buffer, bias_buffer, is_first_step, **hyper)
     _store_new_buffers(state, weight_buffer, bias_buffer, is_first_step)
     return loss
 
@@ -207,27 +237,27 @@ def linreg_epoch_(
     Returns:
         The per-minibatch losses (each before its update), shape ``(ceil(m / batch_size),)``.
     """
+    _check_data("linreg_epoch_", X, y, weight, bias)
+    hyper = _checked_hyperparameters("linreg_epoch_", state, lr, momentum=momentum, dampening=dampening,
+                                     nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"fused_linreg.linreg_epoch_: batch_size must be an int, got {type_name(batch_size)}")
+    optional_tensor("linreg_epoch_", "indices", indices)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"fused_linreg.linreg_epoch_: generator must be a torch.Generator, got {type_name(generator)}")
     if indices is None:
         indices = _permutation(X.shape[0], generator, X.device)
-    momentum = float(momentum)
-    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, momentum, state)
+    first_loss = None
+    if _joins_late(bias, hyper["momentum"], state) and batch_size >= 1 and indices.numel() > 0:
+        # The late bias's first step alone, then the rest of the epoch as usual.
+        first = indices[:batch_size]
+        first_loss = _late_bias_step(X[first], y[first], weight, bias, state, hyper)  # type: ignore[arg-type]
+        indices = indices[batch_size:]
+        if indices.numel() == 0:
+            return first_loss.reshape(1)
+    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, hyper["momentum"], state)
     with torch.no_grad():
-        losses = _ops.linreg_epoch_.default(
-            X,
-            y,
-            indices,
-            batch_size,
-            weight,
-            bias,
-            weight_buffer,
-            bias_buffer,
-            is_first_step,
-            lr=float(lr),
-            weight_decay=float(weight_decay),
-            momentum=momentum,
-            dampening=float(dampening),
-            nesterov=nesterov,
-            maximize=maximize,
-        )
+        losses = _ops.linreg_epoch_.default(X, y, indices, batch_size, weight, bias, weight_buffer, bias_buffer,
+                                            is_first_step, **hyper)
     _store_new_buffers(state, weight_buffer, bias_buffer, is_first_step)
-    return losses
+    return losses if first_loss is None else torch.cat([first_loss.reshape(1), losses])
