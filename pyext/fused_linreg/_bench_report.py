@@ -27,6 +27,9 @@ __all__ = ["Rates", "Report", "Row", "Warmup", "floor_seconds", "markdown", "wri
 
 # A row counts as a loss for us below this speed-up (timing noise is a few percent).
 SLOWER = 0.95
+# A time this far below its floor (% of floor above it) cannot be right: the floor's rates or the
+# time were measured while something else ran.
+IMPLAUSIBLE_PCT_OF_FLOOR = 150.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class Row:
     ours_pct_of_floor: float | None
     note: str
     reference: bool = False
+    # False when the run was disturbed (a busy machine, implausible rates) or this row's time is
+    # implausible: the table then says "unreliable" instead of its ratios.
+    reliable: bool = True
 
 
 @dataclass(frozen=True)
@@ -97,11 +103,14 @@ class Report:
     warmups: list[Warmup]
     notes: list[str]
     errors: list[str]
+    # Why the timings may not describe the machine; shown above the table and in the plot titles.
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "machine": self.machine,
             "settings": self.settings,
+            "warnings": self.warnings,
             "rates": dataclasses.asdict(self.rates),
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "compile_warmups": [dataclasses.asdict(w) for w in self.warmups],
@@ -121,13 +130,28 @@ def format_time(ms: float | None) -> str:
     return f"{ms * 1000:.3g} µs"
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}%"
+def mark_unreliable(rows: Sequence[Row], whole_run: bool) -> list[Row]:
+    """The rows with ``reliable`` cleared: all of them when ``whole_run`` (the run was disturbed),
+    else those whose time is implausibly far below their floor."""
+    return [dataclasses.replace(r, reliable=False) if whole_run or _implausible(r) else r for r in rows]
+
+
+def _implausible(row: Row) -> bool:
+    return any(pct is not None and pct > IMPLAUSIBLE_PCT_OF_FLOOR
+               for pct in (row.ours_pct_of_floor, None if row.reference else row.baseline_pct_of_floor))
+
+
+def _pct(row: Row) -> str:
+    if not row.reliable:
+        return "unreliable"
+    return "—" if row.ours_pct_of_floor is None else f"{row.ours_pct_of_floor:.0f}%"
 
 
 def _speedup(row: Row) -> str:
     if row.speedup is None:
         return "—"
+    if not row.reliable:
+        return "unreliable"
     if row.reference:
         return f"{row.speedup:.0%} of it"
     text = f"{row.speedup:.2f}×"
@@ -157,7 +181,7 @@ def _table(rows: Sequence[Row]) -> list[str]:
     for r in rows:
         lines.append(
             f"| {r.suite} | {r.op} | {r.shape} | {r.baseline} | {format_time(r.baseline_ms)} | {r.ours or '—'} | "
-            f"{format_time(r.ours_ms)} | {_speedup(r)} | {_pct(r.ours_pct_of_floor)} | {r.note} |"
+            f"{format_time(r.ours_ms)} | {_speedup(r)} | {_pct(r)} | {r.note} |"
         )
     return lines
 
@@ -175,7 +199,7 @@ def _warmup_table(warmups: Sequence[Warmup]) -> list[str]:
 
 
 def _losses(rows: Sequence[Row]) -> list[str]:
-    slower = [r for r in rows if r.speedup is not None and r.speedup < SLOWER and not r.reference]
+    slower = [r for r in rows if r.speedup is not None and r.speedup < SLOWER and not r.reference and r.reliable]
     if not slower:
         return ["", "We are not slower than any baseline in this run."]
     lines = ["", f"Rows where we are slower (speed-up below {SLOWER}×):", ""]
@@ -185,8 +209,11 @@ def _losses(rows: Sequence[Row]) -> list[str]:
 
 
 def markdown(report: Report) -> str:
-    """The report as Markdown: header with machine and rates, the table, compile warm-ups, notes."""
-    lines = _header(report) + _table(report.rows) + _warmup_table(report.warmups) + _losses(report.rows)
+    """The report as Markdown: header with machine and rates, the warnings, the table, compile
+    warm-ups, notes."""
+    warnings = [f"> **WARNING: {w}**" for w in report.warnings]
+    lines = _header(report)[:1] + ([""] + warnings if warnings else []) + _header(report)[1:]
+    lines += _table(report.rows) + _warmup_table(report.warmups) + _losses(report.rows)
     extra = report.notes + [f"error: {e}" for e in report.errors]
     if extra:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in extra]
@@ -232,6 +259,9 @@ def _plots(report: Report, out: Path, stem: str) -> list[Path]:
         figure = draw(report.rows, plt)
         if figure is None:
             continue
+        if report.warnings:
+            figure.suptitle("WARNING: " + "; ".join(report.warnings), color="tab:red", fontsize=8, wrap=True)
+            figure.tight_layout()
         paths.append(out / f"{stem}_{name}.png")
         figure.savefig(paths[-1], dpi=90, bbox_inches="tight")
         plt.close(figure)
@@ -243,7 +273,8 @@ _SPEEDUP_TICKS = (0.01, 0.03, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 100, 300, 1000, 30
 
 def _plot_speedups(rows: Sequence[Row], plt: Any) -> Any:
     """One horizontal bar per row (log scale), a subplot per suite; red where we are slower, grey
-    against a reference (the floor timed beside ours). None when no row compares."""
+    against a reference (the floor timed beside ours), light grey and so labelled where the row is
+    unreliable. None when no row compares."""
     compared = [r for r in rows if r.speedup is not None]
     if not compared:
         return None
@@ -253,9 +284,11 @@ def _plot_speedups(rows: Sequence[Row], plt: Any) -> Any:
                                 gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, suite in zip(axes[:, 0], suites):
         data = [r for r in compared if r.suite == suite]
-        labels = [f"{r.op} {r.shape}: {r.ours} vs {r.baseline}" for r in data]
+        labels = [f"{r.op} {r.shape}: {r.ours} vs {r.baseline}" + ("" if r.reliable else " (unreliable)")
+                  for r in data]
         values = [r.speedup for r in data if r.speedup is not None]
-        colors = ["tab:gray" if r.reference else "tab:green" if v >= SLOWER else "tab:red" for r, v in zip(data, values)]
+        colors = ["lightgray" if not r.reliable else "tab:gray" if r.reference else
+                  "tab:green" if v >= SLOWER else "tab:red" for r, v in zip(data, values)]
         ax.barh(range(len(data)), values, color=colors)
         ax.set_yticks(range(len(data)), labels, fontsize=7)
         ax.invert_yaxis()
@@ -270,21 +303,16 @@ def _plot_speedups(rows: Sequence[Row], plt: Any) -> Any:
     return figure
 
 
-def _series(rows: Sequence[Row], shapes: Sequence[str]) -> dict[str, list[float]]:
-    """Median time (ms) of each implementation at each shape (NaN where it was not measured)."""
-    series: dict[str, list[float]] = {}
-    for r in rows:
-        column = shapes.index(r.shape)
-        for name, ms in ((r.baseline, r.baseline_ms), (r.ours, r.ours_ms)):
-            if name is not None and ms is not None:
-                series.setdefault(name, [math.nan] * len(shapes))[column] = ms
-    return series
+def _series_of(shape: str) -> str:
+    """The series a shape belongs to: its output count ("-> 4") where it has one. Only sizes of one
+    series are joined by lines: "16384x64 -> 1" and "4096x16 -> 4" are different problems."""
+    return shape.split("->", 1)[1].strip() if "->" in shape else ""
 
 
 def _plot_time_vs_size(rows: Sequence[Row], plt: Any) -> Any:
-    """Time per shape, in the suite's order (growing sizes; the linear sweep goes from skinny to
-    square), for each op measured at several shapes, with the floor as a dashed line. None when
-    no op has several shapes."""
+    """Median time against the bytes each shape must move (log-log), a subplot per op measured at
+    several shapes; lines join the sizes of one implementation within one series (one output
+    count), and the floor is dashed. None when no op has several shapes."""
     ops = [op for op in dict.fromkeys(r.op for r in rows) if len({r.shape for r in rows if r.op == op}) > 1]
     if not ops:
         return None
@@ -292,16 +320,24 @@ def _plot_time_vs_size(rows: Sequence[Row], plt: Any) -> Any:
     nrows = math.ceil(len(ops) / columns)
     figure, axes = plt.subplots(nrows, columns, figsize=(5.5 * columns, 4.4 * nrows), squeeze=False)
     for ax, op in zip(axes.flat, ops):
-        data = [r for r in rows if r.op == op]
-        shapes = list(dict.fromkeys(r.shape for r in data))
-        for name, times in _series(data, shapes).items():
-            ax.plot(range(len(shapes)), times, marker="o", markersize=3, label=name)
-        floors = {r.shape: r.floor_ms for r in data if r.floor_ms is not None}
-        if floors:
-            ax.plot([shapes.index(s) for s in floors], list(floors.values()), linestyle="--", color="black",
-                    label="floor")
-        ax.set_xticks(range(len(shapes)), shapes, rotation=30, ha="right", fontsize=7)
-        ax.set(yscale="log", title=op, ylabel="median time (ms)")
+        data = sorted((r for r in rows if r.op == op), key=lambda r: r.footprint_bytes)
+        series = list(dict.fromkeys(_series_of(r.shape) for r in data))
+        for key in series:
+            members = [r for r in data if _series_of(r.shape) == key]
+            suffix = f" (-> {key})" if len(series) > 1 else ""
+            points: dict[str, dict[int, float]] = {}
+            for r in members:
+                for name, ms in ((r.baseline, r.baseline_ms), (r.ours, r.ours_ms)):
+                    if name is not None and ms is not None:
+                        points.setdefault(name, {})[r.footprint_bytes] = ms
+            for name, by_size in points.items():
+                ax.plot(list(by_size), list(by_size.values()), marker="o", markersize=3, label=name + suffix)
+            floors = {r.footprint_bytes: r.floor_ms for r in members if r.floor_ms is not None}
+            if floors:
+                ax.plot(list(floors), list(floors.values()), linestyle="--", color="black",
+                        label="floor" + suffix)
+        ax.set(xscale="log", yscale="log", title=op, xlabel="bytes the shape must move (footprint)",
+               ylabel="median time (ms)")
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(ops):]:
         ax.set_visible(False)

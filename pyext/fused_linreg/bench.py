@@ -42,7 +42,17 @@ import torch
 
 import fused_linreg
 
-from ._bench_report import Rates, Report, Row, Warmup, floor_seconds, markdown, write_report
+from ._bench_report import (
+    IMPLAUSIBLE_PCT_OF_FLOOR,
+    Rates,
+    Report,
+    Row,
+    Warmup,
+    floor_seconds,
+    mark_unreliable,
+    markdown,
+    write_report,
+)
 from ._bench_suites import (
     COPY_OP,
     GEMM_OP,
@@ -455,32 +465,62 @@ def run(args: argparse.Namespace) -> Report:
     busy = other_load.cores()
     rates = rates_from([(b, t) for b, t in measured if b.suite == "bandwidth"])
     end_gbs = read_bench.footprint / read_at_end["x.amax()"].median_s / 1e9 if read_at_end else None
-    ctx.notes[:0] = _reliability_notes(busy, rates.read_gbs, end_gbs)
+    disturbances = _disturbances(busy, rates)
+    warnings = [*disturbances]
+    drift = _drift(rates.read_gbs, end_gbs)
+    if drift is not None and drift[1]:
+        warnings.append(drift[0])
+    elif drift is not None:
+        ctx.notes.insert(0, drift[0])
+    rows = [row for bench, timings in measured for row in bench_rows(bench, timings, rates, args.dtype)]
+    rows = mark_unreliable(rows, whole_run=bool(disturbances))
+    implausible = [r for r in rows if not r.reliable and not disturbances]
+    if implausible:
+        warnings.append(f"{len(implausible)} row(s) ran faster than {IMPLAUSIBLE_PCT_OF_FLOOR:.0f}% of their floor, "
+                        "which cannot be: the machine was disturbed while they or the rates were measured; they say "
+                        "\"unreliable\"")
     return Report(
         machine={**machine_info(device), "other_processes_cores": busy, "read_gbs_at_end": end_gbs},
         settings={"device": args.device, "dtype": args.dtype, "suites": args.suite, "quick": args.quick,
                   "compile": args.compile, "timing": asdict(settings)},
         rates=rates,
-        rows=[row for bench, timings in measured for row in bench_rows(bench, timings, rates, args.dtype)],
+        rows=rows,
         warmups=[w for bench, timings in measured for w in _warmups(bench, timings)],
         notes=[*ctx.notes, *dict.fromkeys(b.remark for b in benches if b.remark)],
         errors=errors,
+        warnings=warnings,
     )
 
 
-def _reliability_notes(busy_cores: float | None, read_gbs: float, read_gbs_at_end: float | None) -> list[str]:
-    """Warnings when other processes competed for the CPU or the bandwidth drifted during the run."""
-    notes = []
+# Below this read bandwidth (GB/s) or matmul rate (GFLOP/s) the rates cannot describe any
+# machine this suite runs on: they were measured while something else ran.
+_IMPLAUSIBLE_RATE = 1.0
+
+
+def _disturbances(busy_cores: float | None, rates: Rates) -> list[str]:
+    """Why none of the run's timings can be trusted: other processes kept the CPU busy, or the
+    machine's rates came out implausible."""
+    found = []
     if busy_cores is not None and busy_cores > _OtherLoad.BUSY:
-        notes.append(f"WARNING: other processes kept {busy_cores:.2f} cores busy on average during this run; "
-                     "its timings are unreliable (run it again on a quiet machine)")
+        found.append(f"other processes kept {busy_cores:.2f} cores busy on average during this run; its timings "
+                     "are unreliable (run it again on a quiet machine)")
+    if min(rates.read_gbs, rates.copy_gbs, rates.inplace_gbs) < _IMPLAUSIBLE_RATE or rates.gflops < _IMPLAUSIBLE_RATE:
+        found.append(f"implausible machine rates (read {rates.read_gbs:.2f}, copy {rates.copy_gbs:.2f}, in-place "
+                     f"{rates.inplace_gbs:.2f} GB/s, matmul {rates.gflops:.2f} GFLOP/s): the run was disturbed, and "
+                     "no floor or ratio of it can be trusted")
+    return found
+
+
+def _drift(read_gbs: float, read_gbs_at_end: float | None) -> tuple[str, bool] | None:
+    """The read bandwidth measured again at the end, and whether it drifted enough to warn."""
     if read_gbs_at_end is None:
-        return notes
+        return None
     drift = read_gbs_at_end / read_gbs - 1
     message = (f"read bandwidth measured again at the end: {read_gbs_at_end:.1f} GB/s "
                f"({drift:+.0%} from the {read_gbs:.1f} GB/s the floors use)")
-    notes.append(f"WARNING: {message}; the floors are uncertain by that much" if abs(drift) > _DRIFT else message)
-    return notes
+    if abs(drift) > _DRIFT:
+        return f"{message}; the floors are uncertain by that much", True
+    return message, False
 
 
 def main(argv: Sequence[str] | None = None) -> None:
