@@ -7,9 +7,14 @@
 
 namespace fused_linreg {
 
-// Up to this many output features the hand-written kernels run; above it the
-// work is a GEMM and goes to the vendor BLAS.
+// "Skinny" weights, per device: up to this many output features linear's
+// hand-written kernels run; above it the work is a GEMM and goes to the vendor
+// BLAS (MKL/oneDNN, cuBLAS), which is at the limit there. On CUDA cuBLAS wins
+// sooner (benchmarks/results/gpu-h200-2026-11-27). The fused linreg step takes
+// up to kSkinnyMaxOut outputs on both devices. fused_linreg._C exports both
+// bounds (SKINNY_MAX_OUT_CPU, SKINNY_MAX_OUT_CUDA) for the Python side.
 constexpr int64_t kSkinnyMaxOut = 16;
+constexpr int64_t kCudaSkinnyMaxOut = 4;
 
 inline bool is_skinny(int64_t out_features) { return out_features <= kSkinnyMaxOut; }
 

@@ -6,6 +6,8 @@
 #include <torch/headeronly/version.h>
 #include <torch/library.h>
 
+#include "linear_shapes.h"
+
 namespace fused_linreg {
 PyMethodDef* python_methods();  // python_calls.cpp
 }
@@ -22,7 +24,13 @@ const char fused_linreg_built_with_torch[] = "fused_linreg built with torch " C1
 // registration); the module itself holds the fast eager entries.
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, fused_linreg::python_methods()};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr || PyModule_AddIntConstant(module, "SKINNY_MAX_OUT_CPU", fused_linreg::kSkinnyMaxOut) != 0 ||
+      PyModule_AddIntConstant(module, "SKINNY_MAX_OUT_CUDA", fused_linreg::kCudaSkinnyMaxOut) != 0) {
+    Py_XDECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }
 

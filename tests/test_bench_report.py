@@ -66,3 +66,18 @@ def test_plot_titles_carry_the_warning(tmp_path, monkeypatch):
     rows = mark_unreliable([row(), row(shape="4000x64 -> 1", footprint=1 << 22)], whole_run=True)
     write_report(report(rows, ["implausible machine rates"]), tmp_path)
     assert titles and all("WARNING: implausible machine rates" in t for t in titles)
+
+
+def test_gemm_labels_follow_each_devices_skinny_bound():
+    """csrc/linear_shapes.h's bounds, read through fused_linreg._C: the CPU's 16, CUDA's 4."""
+    import torch
+
+    import fused_linreg
+    from fused_linreg import _bench_suites as suites
+
+    assert (fused_linreg._C.SKINNY_MAX_OUT_CPU, fused_linreg._C.SKINNY_MAX_OUT_CUDA) == (16, 4)
+    for device, bound in (("cpu", 16), ("cuda", 4)):
+        ctx = suites.Context(torch.device(device), torch.float32, suites.sizes_for(torch.device(device), False), False)
+        for bench in suites._linear_benches(ctx):
+            out = int(bench.shape.split("->")[1])
+            assert ("vendor BLAS" in bench.note) == (out > bound), (device, bench.shape)

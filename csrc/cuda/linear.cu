@@ -1,10 +1,8 @@
 // CUDA kernels of linear: forward, grad of the input, and grad of weight and
-// bias from one pass over x. Weights with at most kMaxOwnKernelOut outputs
-// (regression heads) get hand-written kernels bound by reading x once; wider
-// layers are GEMMs, where cuBLAS (with its bias epilogue, through at::addmm) is
-// at the limit, so they go there. On an H200 the hand-written kernels beat
-// cuBLAS by 1.1-23x up to 4 outputs but lost at 16 (0.4-0.7x at 1M x 16 and
-// 256K x 1024), hence a bound lower than the CPU's kSkinnyMaxOut.
+// bias from one pass over x. Skinny weights (at most kCudaSkinnyMaxOut outputs,
+// linear_shapes.h: regression heads) get hand-written kernels bound by reading
+// x once; wider layers are GEMMs, where cuBLAS (with its bias epilogue, through
+// at::addmm) is at the limit, so they go there.
 //
 // The forward and input-grad kernels read the weight through the L1 cache once
 // per row, which stays cheap while the weight fits there beside the streamed x;
@@ -35,24 +33,23 @@ using cuda::Pack;
 using cuda::store_pack;
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxOwnKernelOut = 4;
 constexpr int64_t kMaxOwnKernelWeightBytes = 64 * 1024;
 // Row kernels give each lane about this many 16-byte packs of a row.
 constexpr int kPacksPerLane = 4;
 
 bool use_own_row_kernels(const at::Tensor& weight) {
-  return weight.size(0) <= kMaxOwnKernelOut &&
+  return weight.size(0) <= kCudaSkinnyMaxOut &&
          weight.numel() * weight.element_size() <= kMaxOwnKernelWeightBytes;
 }
 
 // Calls f with std::integral_constant<int, N>, N = 1 for one output and 4 for
-// up to kMaxOwnKernelOut: kernels keep N accumulators per thread in registers.
+// up to kCudaSkinnyMaxOut: kernels keep N accumulators per thread in registers.
 template <typename F>
 void dispatch_max_out(int64_t out, F&& f) {
   if (out <= 1) {
     f(std::integral_constant<int, 1>{});
   } else {
-    f(std::integral_constant<int, kMaxOwnKernelOut>{});
+    f(std::integral_constant<int, kCudaSkinnyMaxOut>{});
   }
 }
 
@@ -436,7 +433,7 @@ std::tuple<at::Tensor, at::Tensor> linear_backward_params_cuda(const at::Tensor&
   const at::Tensor g2d = rows_of(grad_out);
   const at::Tensor x2d = rows_of(x);
   const int64_t rows = x2d.size(0), out = g2d.size(1), in = x2d.size(1);
-  if (out > kMaxOwnKernelOut) {
+  if (out > kCudaSkinnyMaxOut) {
     // A GEMM (cuBLAS) and a column sum.
     return {at::mm(g2d.t(), x2d), g2d.sum(0)};
   }

@@ -389,7 +389,8 @@ def _overhead_benches(ctx: Context) -> list[Bench]:
 _OURS_LINEAR = "fused_linreg.linear"
 _BOOK_LINEAR = "x @ w + b (book)"
 _COMPILED_BOOK_LINEAR = "torch.compile(x @ w + b)"
-_SKINNY_MAX_OUT = 16  # csrc/linear_shapes.h: more outputs than this go to the vendor GEMM
+# csrc/linear_shapes.h: more outputs than this go to the vendor GEMM.
+_SKINNY_MAX_OUT = {"cpu": fused_linreg._C.SKINNY_MAX_OUT_CPU, "cuda": fused_linreg._C.SKINNY_MAX_OUT_CUDA}
 
 
 def _linear_traffic(rows: int, inp: int, out: int, itemsize: int, backward: bool) -> Traffic:
@@ -432,7 +433,7 @@ def _linear_benches(ctx: Context) -> list[Bench]:
             traffic = _linear_traffic(rows, inp, out, ctx.itemsize, backward)
             footprint = (rows * inp + out * inp + rows * out) * ctx.itemsize
             notes = ["grads of x, W and b"] if backward else []
-            if out > _SKINNY_MAX_OUT:
+            if out > _SKINNY_MAX_OUT[ctx.device.type]:
                 notes.append("a GEMM: ours calls the vendor BLAS (at::addmm)")
             benches.append(Bench(
                 "linear", "linear fwd+bwd" if backward else "linear fwd", f"{rows}x{inp} -> {out}",
