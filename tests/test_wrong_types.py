@@ -192,3 +192,20 @@ def test_late_bias_in_an_epoch_matches_steps(generator):
         results.append((w, b, losses))
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs)
+
+
+def test_estimator_hyperparameter_given_as_string_raises():
+    with pytest.raises(TypeError, match=r"^fused_linreg\.LinearRegression: lr must be a number, got str$"):
+        fused_linreg.LinearRegression(2, lr="0.1")
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: d2l.linreg(np.ones((3, 2)), torch.ones(2, 1), torch.zeros(1)), r"d2l\.linreg: X must be a torch\.Tensor"),
+    (lambda: d2l.linreg(torch.ones(3, 2), np.ones((2, 1)), torch.zeros(1)), r"d2l\.linreg: w must be a torch\.Tensor"),
+    (lambda: d2l.synthetic_data([2, -3.4], 4.2, 10), r"d2l\.synthetic_data: w must be a torch\.Tensor, got list"),
+    (lambda: d2l.synthetic_data(torch.ones(2), 4.2, 10.0), r"d2l\.synthetic_data: num_examples must be an int"),
+    (lambda: list(d2l.data_iter(10, np.ones((5, 2)), np.ones(5))), r"d2l\.data_iter: features must be a torch\.Tensor"),
+], ids=["linreg_X", "linreg_w", "synthetic_w", "synthetic_n", "data_iter"])
+def test_d2l_wrong_types(call, match):
+    with pytest.raises(TypeError, match=r"^fused_linreg\." + match):
+        call()

@@ -28,9 +28,15 @@ import torch
 from torch import Tensor
 
 from . import functional
-from ._checks import number, tensor_list
+from ._checks import number, tensor, tensor_list, type_name
 
 __all__ = ["synthetic_data", "data_iter", "linreg", "squared_loss", "sgd"]
+
+
+def _integer(op: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"fused_linreg.{op}: {name} must be an int, got {type_name(value)}")
+    return value
 
 
 def synthetic_data(w: Tensor, b: float | Tensor, num_examples: int) -> tuple[Tensor, Tensor]:
@@ -45,6 +51,8 @@ def synthetic_data(w: Tensor, b: float | Tensor, num_examples: int) -> tuple[Ten
         ``X`` of shape ``(n, d)`` drawn from N(0, 1), and ``y`` of shape ``(n, 1)``
         with Gaussian noise of standard deviation 0.01.
     """
+    tensor("d2l.synthetic_data", "w", w)
+    _integer("d2l.synthetic_data", "num_examples", num_examples)
     X = torch.normal(0, 1, (num_examples, len(w)))
     # A vector w is F.linear's 1-D weight: y = X @ w, of shape (n,), as torch.matmul gives.
     y = functional.linear(X, w.t()) + b
@@ -58,6 +66,9 @@ def data_iter(batch_size: int, features: Tensor, labels: Tensor) -> Iterator[tup
 
     Shapes: features ``(n, d)``, labels ``(n, 1)`` -> ``(batch, d)``, ``(batch, 1)``.
     """
+    _integer("d2l.data_iter", "batch_size", batch_size)
+    tensor("d2l.data_iter", "features", features)
+    tensor("d2l.data_iter", "labels", labels)
     num_examples = len(features)
     indices = list(range(num_examples))
     random.shuffle(indices)
@@ -72,7 +83,8 @@ def linreg(X: Tensor, w: Tensor, b: Tensor) -> Tensor:
     Shapes: X ``(n, d)``, w ``(d, 1)``, b ``(1,)`` -> ``(n, 1)``.
     """
     # Our linear computes X @ weight.T: the book's column vector w is weight.T.
-    return functional.linear(X, w.t(), b)
+    tensor("d2l.linreg", "X", X)
+    return functional.linear(X, tensor("d2l.linreg", "w", w).t(), b)
 
 
 def squared_loss(y_hat: Tensor, y: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._checks import number
 from .functional import linear
 from .fused_step import linreg_epoch_
 
@@ -98,7 +99,9 @@ class LinearRegression:
         self.out_features = _integer("out_features", out_features, 1)
         self.batch_size = _integer("batch_size", batch_size, 1)
         self.epochs = _integer("epochs", epochs, 0)
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
+        self.lr, self.momentum, self.weight_decay = (number("LinearRegression", name, value) for name, value in
+                                                     (("lr", lr), ("momentum", momentum),
+                                                      ("weight_decay", weight_decay)))
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype if dtype is not None else torch.get_default_dtype()
         if not self.dtype.is_floating_point:
