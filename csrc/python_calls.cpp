@@ -15,7 +15,6 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/core/GradMode.h>
 
-#include <string_view>
 #include <utility>
 #include <vector>
 
