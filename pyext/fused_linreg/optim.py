@@ -82,8 +82,8 @@ class SGD(torch.optim.SGD):
     ) -> None:
         if differentiable:
             raise RuntimeError("fused_linreg.optim.SGD is fused and does not support differentiable=True")
-        # id(param group) -> (group, state, params list, momentum buffers): see _momentum_buffers.
-        self._buffer_cache: dict[int, tuple[dict[str, Any], Any, list[Tensor], list[Tensor | None]]] = {}
+        # Per param group, by position: (group, state, params list, momentum buffers); see _momentum_buffers.
+        self._buffer_cache: list[tuple[dict[str, Any], Any, list[Tensor], list[Tensor | None]] | None] = []
         super().__init__(
             params,
             lr=lr,
@@ -132,9 +132,9 @@ class SGD(torch.optim.SGD):
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
         groups = [
-            (group["params"], self._momentum_buffers(group) if group["momentum"] != 0 else None, group["lr"],
+            (group["params"], self._momentum_buffers(i, group) if group["momentum"] != 0 else None, group["lr"],
              group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"], group["maximize"])
-            for group in self.param_groups
+            for i, group in enumerate(self.param_groups)
         ]
         # One C++ call reads every .grad and runs one sgd_ per group and device.
         compiling = torch.compiler.is_dynamo_compiling()
@@ -151,21 +151,25 @@ class SGD(torch.optim.SGD):
 
     _step_with_hooks = torch.optim.Optimizer.profile_hook_step(_step)
 
-    def _momentum_buffers(self, group: dict[str, Any]) -> list[Tensor | None]:
-        """The momentum buffers of ``group``'s params (None: no buffer yet), kept between steps.
+    def _momentum_buffers(self, index: int, group: dict[str, Any]) -> list[Tensor | None]:
+        """The momentum buffers of the params of ``group``, the ``index``-th param group (None: no
+        buffer yet), kept between steps.
 
-        The list is rebuilt from ``self.state`` when the state or the group's params list is
-        replaced (``load_state_dict`` replaces both), so reading it costs no lookup per
-        parameter; a buffer assigned into ``state`` by hand is seen after such a replacement.
+        The list is rebuilt from ``self.state`` when the group, the state or the group's params
+        list is replaced (``load_state_dict`` replaces all three), so reading it costs no lookup
+        per parameter; a buffer assigned into ``state`` by hand is seen after such a replacement.
         """
         params = group["params"]
-        cached = self._buffer_cache.get(id(group))
-        if cached is not None and cached[0] is group and cached[1] is self.state and cached[2] is params \
-                and len(cached[3]) == len(params):
+        cache = self._buffer_cache
+        del cache[len(self.param_groups):]  # groups that are gone keep nothing alive
+        cache.extend([None] * (len(self.param_groups) - len(cache)))
+        cached = cache[index]
+        if (cached is not None and cached[0] is group and cached[1] is self.state and cached[2] is params
+                and len(cached[3]) == len(params)):
             return cached[3]
         state = self.state
         buffers = [state[p].get("momentum_buffer") if p in state else None for p in params]
-        self._buffer_cache[id(group)] = (group, state, params, buffers)
+        cache[index] = (group, state, params, buffers)
         return buffers
 
     def _step_general(self, grad_scale: Tensor | None, found_inf: Tensor | None) -> None:
@@ -181,6 +185,7 @@ class SGD(torch.optim.SGD):
         for group, pairs in zip(self.param_groups, groups):
             for device, device_pairs in _group_by_device(pairs).items():
                 self._update(group, device, device_pairs, grad_scale, found_inf)
+
     def _update(
         self,
         group: dict[str, Any],
