@@ -234,3 +234,17 @@ def test_fast_entries_do_not_leak_references(generator):
         optimizer.step()
     assert [(sys.getrefcount(p), sys.getrefcount(p.grad)) for p in params] == before
     assert np.isfinite(torch.cat([p.detach() for p in params]).numpy()).all()
+
+
+def test_optim_sgd_takes_tensor_and_numpy_hyperparameters_like_torch(generator):
+    """Tensor weight_decay/lr (as torch.optim allows) and NumPy scalars take the general path."""
+    pairs = momentum_pair(generator)
+    hyper = dict(lr=torch.tensor(0.1), momentum=np.float32(0.9), weight_decay=torch.tensor(0.01))
+    ours = fused_linreg.optim.SGD(pairs[0], **hyper)
+    theirs = torch.optim.SGD(pairs[1], **hyper)
+    for _ in range(3):
+        set_same_grads(pairs, generator)
+        ours.step()
+        theirs.step()
+    for p, q in zip(*pairs):
+        torch.testing.assert_close(p, q)

@@ -8,6 +8,7 @@ binding's dump or an AttributeError from inside the library.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,8 +45,11 @@ def dense_tensors(op: str, **tensors: object) -> None:
 
 
 def number(op: str, name: str, value: object) -> float:
-    """A real number (int or float, not bool, not a string) as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A real number (a Python or NumPy int or float, or a one-element tensor as torch.optim
+    allows; not a bool, not a string) as a float."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"fused_linreg.{op}: {name} must be a number, got {type_name(value)}")
     return float(value)
 
