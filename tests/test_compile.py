@@ -102,3 +102,34 @@ def test_whole_training_step_compiles_as_one_graph(device, mode):
         compiled = train(compiled_step, device, torch.Generator().manual_seed(0))
     eager = train(whole_step, device, torch.Generator().manual_seed(0))
     assert_same_training(compiled, eager)
+
+
+def test_optimizer_step_compiles_as_one_graph_of_our_op():
+    """torch.compile(optimizer.step, fullgraph=True) traces fused_linreg.sgd_ (not the
+    eager-only C++ entry) and trains as the eager step does."""
+    traced_ops = []
+
+    def recording_backend(graph_module, example_inputs):
+        traced_ops.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return graph_module.forward
+
+    def trained(compile_step):
+        generator = torch.Generator().manual_seed(0)
+        X, y = randn((64, 8), generator=generator), randn((64, 2), generator=generator)
+        model = fused_linreg.nn.Linear(8, 2)
+        with torch.no_grad():
+            model.weight.copy_(randn((2, 8), generator=generator))
+            model.bias.copy_(randn((2,), generator=generator))
+        optimizer = fused_linreg.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01)
+        step = torch.compile(optimizer.step, fullgraph=True, backend=recording_backend) if compile_step else \
+            optimizer.step
+        for _ in range(STEPS):
+            optimizer.zero_grad()
+            fused_linreg.mse_loss(model(X), y).backward()
+            step()
+        return [model.weight, model.bias, *(optimizer.state[p]["momentum_buffer"] for p in model.parameters())]
+
+    compiled, eager = trained(True), trained(False)
+    assert any("fused_linreg.sgd_" in op for op in traced_ops), traced_ops
+    for got, expected in zip(compiled, eager):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)

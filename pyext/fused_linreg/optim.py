@@ -112,8 +112,11 @@ class SGD(torch.optim.SGD):
 
         Parameters whose ``grad`` is None are skipped and their state left untouched.
         """
-        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks
-                or _global_optimizer_post_hooks or torch._C._autograd._profiler_enabled()):
+        hooked = (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks
+                  or _global_optimizer_post_hooks)
+        # Dynamo cannot trace the profiler query (a graph break: two frames and two guard
+        # sets per compiled step) and ignores the profiler's label in compiled code anyway.
+        if hooked or (not torch.compiler.is_dynamo_compiling() and torch._C._autograd._profiler_enabled()):
             return self._step_with_hooks(closure)
         return self._step(closure)
 
@@ -131,14 +134,18 @@ class SGD(torch.optim.SGD):
         # Set by torch.amp.GradScaler.step (see _step_supports_amp_scaling).
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
+        if torch.compiler.is_dynamo_compiling():
+            # Dynamo traces the op; the kept buffer lists would only add guards.
+            with torch.no_grad():
+                self._step_general(grad_scale, found_inf)
+            return loss
         groups = [
             (group["params"], self._momentum_buffers(i, group) if group["momentum"] != 0 else None, group["lr"],
              group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"], group["maximize"])
             for i, group in enumerate(self.param_groups)
         ]
         # One C++ call reads every .grad and runs one sgd_ per group and device.
-        compiling = torch.compiler.is_dynamo_compiling()
-        created = NotImplemented if compiling else _C.optimizer_step_(groups, grad_scale, found_inf)
+        created = _C.optimizer_step_(groups, grad_scale, found_inf)
         if created is NotImplemented:
             with torch.no_grad():
                 self._step_general(grad_scale, found_inf)
