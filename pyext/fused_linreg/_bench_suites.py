@@ -509,9 +509,16 @@ def _sgd_setup(ctx: Context, count: int, numel: int, momentum: float) -> Callabl
                                         **kwargs).step
         fns["optim.SGD"] = fused_linreg.optim.SGD(_params_with_grads(ctx, count, numel, grads), lr=lr,
                                                   momentum=momentum).step
-        params = [p.detach() for p in _params_with_grads(ctx, count, numel, grads)]
+        # The optimizer's kind of parameters (leaves that require grad, made the same way), so
+        # that the two rows differ only by what optim.SGD does around the op.
+        params = _params_with_grads(ctx, count, numel, grads)
         buffers: list[Tensor | None] = [None] * count
-        fns["sgd_"] = lambda: fused_linreg.sgd_(params, grads, buffers, lr=lr, momentum=momentum)
+
+        def raw_sgd() -> None:
+            with torch.no_grad():
+                fused_linreg.sgd_(params, grads, buffers, lr=lr, momentum=momentum)
+
+        fns["sgd_"] = raw_sgd
         return fns
 
     return setup
