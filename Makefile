@@ -18,7 +18,7 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip wheel setuptools ninja
 
 $(VENV)/.deps: | $(BIN)/python
-	$(BIN)/pip install "$(TORCH)" numpy pytest hypothesis
+	$(BIN)/pip install "$(TORCH)" numpy pytest hypothesis "scikit-learn>=1.6" pandas
 	touch $@
 
 # --no-build-isolation: build against the torch installed above, not another

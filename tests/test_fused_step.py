@@ -1,22 +1,18 @@
 """The fused training step of linear regression: linreg_step_, linreg_grad and linreg_epoch_
 against the composed eager reference (autograd of the book's loss + torch.optim.SGD), the
-epoch against the loop of steps (bitwise), determinism, opcheck, bad input, data-parallel
-training with torch.distributed, and the LinearRegression estimator."""
+epoch against the loop of steps (bitwise), determinism, opcheck, bad input, and data-parallel
+training with torch.distributed."""
 
 import math
-import sys
 import time
-import types
 from datetime import timedelta
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fused_linreg
-from fused_linreg.d2l import synthetic_data
 from fused_linreg.fused_step import BIAS_BUFFER, WEIGHT_BUFFER
 
 from conftest import (HALF_DTYPES, assert_close_to_reference, assert_unchanged, opcheck_backward_op,
@@ -802,154 +798,3 @@ def test_data_parallel_training_equals_single_process_training(tmp_path):
     assert not torch.equal(weight, ddp_problem()[2]), "training moved the weights"
     torch.testing.assert_close(parallel["weight"], weight, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(parallel["bias"], bias, rtol=1e-5, atol=1e-5)
-
-
-# --- the LinearRegression estimator ----------------------------------------------------------------
-
-TRUE_W, TRUE_B = torch.tensor([2, -3.4]), 4.2
-
-
-@pytest.fixture
-def book_data():
-    """The book's synthetic data, 1000 x 2, seeded without touching the global generator."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return synthetic_data(TRUE_W, TRUE_B, 1000)
-
-
-def least_squares(X, y):
-    """Closed-form (coef (k, d), intercept (k,)) in float64, and its R² per output."""
-    X64, y64 = X.double(), y.double().reshape(X.shape[0], -1)
-    design = torch.cat([X64, torch.ones(X.shape[0], 1, dtype=torch.float64)], dim=1)
-    solution = torch.linalg.lstsq(design, y64).solution
-    residual = y64 - design @ solution
-    r2 = 1 - residual.square().sum(0) / (y64 - y64.mean(0)).square().sum(0)
-    return solution[:-1].T, solution[-1], r2
-
-
-def test_estimator_fits_the_book_data_like_least_squares(book_data, device):
-    X, y = book_data
-    coef, intercept, r2 = least_squares(X, y)
-    model = fused_linreg.LinearRegression(2, seed=0, device=device)
-    assert model.fit(X.to(device), y.to(device)) is model
-    assert model.coef_.shape == (2,) and model.intercept_.shape == (1,)
-    assert isinstance(model.coef_, np.ndarray) and model.coef_.dtype == np.float32
-    np.testing.assert_allclose(model.coef_, coef[0].numpy(), atol=2e-3)
-    np.testing.assert_allclose(model.intercept_, intercept.numpy(), atol=2e-3)
-    assert model.weight.shape == (1, 2) and model.bias.shape == (1,) and model.weight.device.type == device
-    predictions = model.predict(X)
-    assert predictions.shape == (1000,)
-    torch.testing.assert_close(predictions.cpu(), X @ torch.from_numpy(model.coef_) + model.intercept_[0])
-    assert model.score(X, y) == pytest.approx(float(r2[0]), abs=1e-6)
-    assert model.score(X, y.reshape(-1)) == model.score(X, y)
-    assert len(model.history_) == 3 and model.history_[0] > model.history_[1] > model.history_[2]
-
-
-def test_estimator_multi_output_with_momentum_matches_least_squares(generator):
-    X = randn((2000, 6), generator=generator)
-    true_coef = randn((3, 6), generator=generator)
-    noise = randn((2000, 3), generator=generator) * torch.tensor([0.1, 0.5, 1.0])
-    y = X @ true_coef.T + torch.tensor([1.0, -2.0, 0.5]) + noise
-    coef, intercept, r2 = least_squares(X, y)
-    model = fused_linreg.LinearRegression(6, 3, lr=0.002, momentum=0.9, epochs=10, batch_size=32, seed=1,
-                                          dtype=torch.float64).fit(X.numpy(), y.numpy())
-    assert model.coef_.shape == (3, 6) and model.intercept_.shape == (3,) and model.coef_.dtype == np.float64
-    np.testing.assert_allclose(model.coef_, coef.numpy(), atol=0.03)
-    np.testing.assert_allclose(model.intercept_, intercept.numpy(), atol=0.03)
-    assert model.predict(X).shape == (2000, 3)
-    assert model.score(X, y) == pytest.approx(float(r2.mean()), abs=1e-4)
-
-
-def test_estimator_partial_fit_continues_where_fit_stopped(book_data):
-    """fit(epochs=1) then two partial_fit epochs draw the same random numbers as fit(epochs=3)
-    and keep the momentum buffers: the results are bitwise identical."""
-    X, y = book_data
-    whole = fused_linreg.LinearRegression(2, momentum=0.5, seed=3).fit(X, y)
-    stepwise = fused_linreg.LinearRegression(2, momentum=0.5, seed=3).fit(X, y, epochs=1)
-    stepwise.partial_fit(X, y).partial_fit(X, y)
-    assert torch.equal(stepwise.weight, whole.weight) and torch.equal(stepwise.bias, whole.bias)
-    assert stepwise.history_ == whole.history_
-
-
-def test_estimator_fit_restarts_and_is_reproducible_with_a_seed(book_data):
-    X, y = book_data
-    model = fused_linreg.LinearRegression(2, seed=4)
-    first = model.fit(X, y).weight.clone()
-    assert torch.equal(model.fit(X, y).weight, first) and len(model.history_) == 3
-    overridden = fused_linreg.LinearRegression(2, seed=4).fit(X, y, epochs=1, batch_size=1000, lr=0.5)
-    assert len(overridden.history_) == 1 and not torch.equal(overridden.weight, first)
-    rng_state = torch.get_rng_state()
-    fused_linreg.LinearRegression(2).fit(X, y)
-    assert torch.equal(torch.get_rng_state(), rng_state), "the estimator leaves the global generator alone"
-
-
-def test_estimator_score_is_r2():
-    model = fused_linreg.LinearRegression(2, 2, seed=0)
-    X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]])
-    model.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 1.0]]))
-    model.bias.copy_(torch.tensor([0.5, -1.0]))
-    exact = model.predict(X)
-    assert model.score(X, exact) == 1.0
-    mean = exact.mean(0)
-    # Output 0 spread twice as far around its mean scores 1 - 1/4; output 1 is exact: R² 1.
-    # The uniform average is 0.875 (a variance-weighted one would be larger).
-    targets = torch.stack([mean[0] + 2 * (exact[:, 0] - mean[0]), exact[:, 1]], dim=1)
-    assert model.score(X, targets) == pytest.approx(0.875)
-    constant = torch.stack([torch.full((4,), 3.0), exact[:, 1]], dim=1)
-    assert model.score(X, constant) == pytest.approx(0.5), "a constant output predicted inexactly scores 0"
-
-
-def test_estimator_progress_bar(book_data, monkeypatch):
-    X, y = book_data
-    calls = []
-
-    class FakeTqdm:
-        def __init__(self, iterable, **kwargs):
-            self.iterable = iterable
-
-        def __iter__(self):
-            return iter(self.iterable)
-
-        def set_postfix(self, **kwargs):
-            calls.append(kwargs)
-
-    package, auto = types.ModuleType("tqdm"), types.ModuleType("tqdm.auto")
-    auto.tqdm = FakeTqdm
-    monkeypatch.setitem(sys.modules, "tqdm", package)
-    monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
-    model = fused_linreg.LinearRegression(2, seed=0, progress=True).fit(X, y)
-    assert [call["loss"] for call in calls] == [f"{loss:.6g}" for loss in model.history_]
-
-
-def test_estimator_progress_without_tqdm_raises_a_clear_import_error(book_data, monkeypatch):
-    X, y = book_data
-    monkeypatch.setitem(sys.modules, "tqdm", None)
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    model = fused_linreg.LinearRegression(2, seed=0, progress=True)
-    with pytest.raises(ImportError, match="pip install tqdm"):
-        model.fit(X, y)
-
-
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(in_features=0), "in_features must be an integer >= 1"),
-    (dict(in_features=2, out_features=0), "out_features must be an integer >= 1"),
-    (dict(in_features=2, batch_size=0), "batch_size must be an integer >= 1"),
-    (dict(in_features=2, epochs=-1), "epochs must be an integer >= 0"),
-    (dict(in_features=2, dtype=torch.int64), "dtype must be a floating-point type"),
-], ids=["in_features", "out_features", "batch_size", "epochs", "dtype"])
-def test_estimator_rejects_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        fused_linreg.LinearRegression(**kwargs)
-
-
-def test_estimator_rejects_badly_shaped_data(book_data):
-    X, y = book_data
-    model = fused_linreg.LinearRegression(2, seed=0)
-    weight = model.weight.clone()
-    with pytest.raises(ValueError, match=r"X must have shape \(n, 2\), got \(1000, 3\)"):
-        model.fit(torch.cat([X, X[:, :1]], dim=1), y)
-    with pytest.raises(ValueError, match=r"y must have shape \(1000, 1\) or \(1000,\) to match X, got \(999, 1\)"):
-        model.partial_fit(X, y[:999])
-    assert torch.equal(model.weight, weight) and model.history_ == []
-
-

@@ -194,9 +194,10 @@ def test_late_bias_in_an_epoch_matches_steps(generator):
         torch.testing.assert_close(ours, theirs)
 
 
-def test_estimator_hyperparameter_given_as_string_raises():
+def test_estimator_hyperparameter_given_as_string_raises_at_fit():
+    model = fused_linreg.LinearRegression(lr="0.1")  # scikit-learn's contract: __init__ only stores
     with pytest.raises(TypeError, match=r"^fused_linreg\.LinearRegression: lr must be a number, got str$"):
-        fused_linreg.LinearRegression(2, lr="0.1")
+        model.fit(np.ones((4, 2)), np.ones(4))
 
 
 @pytest.mark.parametrize(("call", "match"), [
