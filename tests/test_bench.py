@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from fused_linreg._bench_suites import SUITES
+from fused_linreg.bench.cases import SUITES
 
 
 @pytest.fixture(scope="module")

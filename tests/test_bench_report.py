@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from fused_linreg._bench_report import Rates, Report, Row, _plot_time_vs_size, mark_unreliable, markdown, write_report
+from fused_linreg.bench.report import Rates, Report, Row, _plot_time_vs_size, mark_unreliable, markdown, write_report
 
 
 def row(op="linear fwd", shape="1000x64 -> 1", footprint=1 << 20, base_ms=2.0, ours_ms=1.0, ours_pct=80.0):
@@ -73,11 +73,11 @@ def test_gemm_labels_follow_each_devices_skinny_bound():
     import torch
 
     import fused_linreg
-    from fused_linreg import _bench_suites as suites
+    from fused_linreg.bench import cases, suites
 
     assert (fused_linreg._C.SKINNY_MAX_OUT_CPU, fused_linreg._C.SKINNY_MAX_OUT_CUDA) == (16, 4)
     for device, bound in (("cpu", 16), ("cuda", 4)):
-        ctx = suites.Context(torch.device(device), torch.float32, suites.sizes_for(torch.device(device), False), False)
+        ctx = cases.Context(torch.device(device), torch.float32, cases.sizes_for(torch.device(device), False), False)
         for bench in suites._linear_benches(ctx):
             out = int(bench.shape.split("->")[1])
             assert ("vendor BLAS" in bench.note) == (out > bound), (device, bench.shape)

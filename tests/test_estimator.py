@@ -460,7 +460,7 @@ def test_bench_fit_rows_agree_with_sgd_regressor_on_r2():
     SGDRegressor(max_iter=3, tol=None) reach the same R² (within 1e-3), as the closed form."""
     from sklearn.linear_model import SGDRegressor
 
-    from fused_linreg._bench_suites import estimator_data
+    from fused_linreg.bench.suites import estimator_data
 
     X, y = estimator_data(20_000, 50)
     ours = LinearRegression(max_iter=3, tol=None, random_state=0).fit(X, y).score(X, y)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._bench_suites import SUITES, Traffic
+from .cases import SUITES, Traffic
 
 __all__ = ["Rates", "Report", "Row", "Warmup", "floor_seconds", "markdown", "write_report"]
 

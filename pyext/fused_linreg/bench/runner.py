@@ -1,21 +1,9 @@
 """The benchmark suite: every fused_linreg op against the book's code, idiomatic PyTorch,
 torch.compile and the machine's bandwidth floor.
 
-Run ``python -m fused_linreg.bench`` (or ``fused-linreg-bench``)::
-
-    python -m fused_linreg.bench                      # the default CPU suite, a few minutes on 2 cores
-    python -m fused_linreg.bench --quick              # tiny sizes, few repeats: a smoke run
-    python -m fused_linreg.bench --device cuda --suite step,sgd --out results/
-
-The memory bandwidth is measured first (read: ``x.amax()``; copy into a
-preallocated buffer; in-place update ``x.add_(y)``) with the matmul rate; every
-row's floor is the bytes (or flops) that must move at those rates. Each implementation is timed with
-``torch.utils.benchmark.Timer.blocked_autorange`` (which synchronises the GPU) after a
-warm-up: the median and IQR of many runs. Inputs smaller than four last-level caches
-are rotated among copies, so that every call reads its data from memory as in
-training over real data. torch.compile's first call (the compilation) is excluded and
-reported separately. A Markdown table goes to stdout; the table, CSV, JSON (with the
-machine's description) and PNG plots go to ``--out``.
+The runner: measures the machine (bandwidths, matmul rate, caches, other load),
+times every bench of the chosen suites, and writes the report; the command line
+of ``python -m fused_linreg.bench``.
 """
 
 from __future__ import annotations
@@ -42,7 +30,7 @@ import torch
 
 import fused_linreg
 
-from ._bench_report import (
+from .report import (
     IMPLAUSIBLE_PCT_OF_FLOOR,
     Rates,
     Report,
@@ -53,18 +41,8 @@ from ._bench_report import (
     markdown,
     write_report,
 )
-from ._bench_suites import (
-    COPY_OP,
-    GEMM_OP,
-    INPLACE_OP,
-    READ_OP,
-    SUITES,
-    Bench,
-    Context,
-    Traffic,
-    build_benches,
-    sizes_for,
-)
+from .cases import COPY_OP, GEMM_OP, INPLACE_OP, READ_OP, SUITES, Bench, Context, Traffic, sizes_for
+from .suites import build_benches
 
 
 def _import_torch_benchmark() -> Any:
@@ -535,6 +513,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     if any(e.startswith("ours ") for e in report.errors):
         sys.exit(1)  # a baseline that torch cannot run (e.g. in some dtype) is a note; ours failing is a bug
 
-
-if __name__ == "__main__":
-    main()

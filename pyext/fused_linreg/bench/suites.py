@@ -1,23 +1,14 @@
-"""The cases of ``python -m fused_linreg.bench``: what is timed, at which sizes, and what must move.
-
-Each :class:`Bench` is one shape of one operation. Its ``setup`` builds the inputs
-once and returns a callable per implementation (baselines and ours side by side,
-on the same inputs); :class:`Traffic` says how many bytes a perfect
-implementation must read and write (and how many flops it must do), from which
-the runner derives the floor time with the machine's measured rates.
-
-The book's code (*Dive into Deep Learning* ch. 3.2) is re-typed here as the
-eager baseline: ``linreg``, ``squared_loss``, ``sgd`` and ``data_iter``.
+"""The suites of ``python -m fused_linreg.bench``: for each, the benches at the sizes
+of the run, each with its implementations side by side on the same inputs.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from types import ModuleType
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,235 +17,40 @@ from torch import Tensor
 
 import fused_linreg
 
-__all__ = ["SUITES", "Bench", "Context", "Impl", "Sizes", "Traffic", "build_benches", "sizes_for"]
+from .baselines import (
+    book_epoch,
+    book_linreg,
+    book_loss_sum,
+    book_sgd,
+    book_squared_loss,
+    book_squared_loss_sum,
+    compiled_step_epoch,
+    hand_derived_step,
+    module_epoch,
+)
+from .cases import (
+    BOOK_LR,
+    BOOK_TRUE_B,
+    BOOK_TRUE_W,
+    COPY_OP,
+    GEMM_OP,
+    INPLACE_OP,
+    READ_OP,
+    SUITES,
+    Bench,
+    Context,
+    Fn,
+    Impl,
+    Traffic,
+    grads_of,
+    static_compiled,
+)
 
-SUITES = ("bandwidth", "overhead", "linear", "loss", "sgd", "book", "train", "step")
-
-# The ops of the bandwidth suite, whose timings give the machine's rates.
-READ_OP = "memory read"
-COPY_OP = "memory copy"
-INPLACE_OP = "memory in-place update"
-GEMM_OP = "matmul (compute roof)"
+__all__ = ["build_benches", "estimator_data"]
 
 # Buffers each bandwidth is averaged over (measured here: 27 and 41 GB/s reading two
 # 256 MiB buffers of one process, repeatably).
 _BANDWIDTH_BUFFERS = 3
-
-BOOK_LR = 0.03
-BOOK_TRUE_W = (2.0, -3.4)
-BOOK_TRUE_B = 4.2
-
-Fn = Callable[[], object]
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """What a perfect implementation must do: bytes read, bytes written, flops.
-
-    ``inplace``: the written bytes overwrite bytes just read (an optimizer update),
-    which costs less than writing a fresh output (no read-for-ownership)."""
-
-    read: int
-    write: int = 0
-    flops: int = 0
-    inplace: bool = False
-
-
-@dataclass(frozen=True)
-class Impl:
-    """One implementation timed in a bench: a baseline or ours, maybe under torch.compile.
-
-    A ``reference`` baseline is not a competitor but the floor itself, timed beside ours
-    on the same data (e.g. one read of X): its row's speed-up is ours' fraction of it."""
-
-    name: str
-    ours: bool = False
-    compiled: bool = False
-    reference: bool = False
-
-
-@dataclass(frozen=True)
-class Bench:
-    """One operation at one shape: the implementations and what they must move.
-
-    ``setup`` returns ``{impl name: callable}``; it is called once, or several
-    times when the inputs are rotated (see ``rotate``), each call making fresh
-    inputs; ``min_copies`` input sets are made (and rotated) in any case. ``pairs``
-    lists the table's rows as ``(baseline, ours)``; empty means every baseline against
-    every one of ours. ``note`` goes into each row, ``remark`` (longer) once under the
-    table.
-    """
-
-    suite: str
-    op: str
-    shape: str
-    impls: tuple[Impl, ...]
-    setup: Callable[[], Mapping[str, Fn]]
-    footprint: int
-    traffic: Traffic | None = None
-    pairs: tuple[tuple[str, str], ...] = ()
-    rotate: bool = True
-    note: str = ""
-    remark: str = ""
-    min_copies: int = 1
-
-    def rows(self) -> list[tuple[str, str | None]]:
-        """The ``(baseline, ours)`` pairs of the table; ours is None where there is none."""
-        if self.pairs:
-            return list(self.pairs)
-        ours: list[str | None] = [i.name for i in self.impls if i.ours] or [None]
-        return [(b.name, o) for b in self.impls if not b.ours for o in ours]
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """The problem sizes of every suite (one set for the default run, one for ``--quick``)."""
-
-    bandwidth_elems: int
-    gemm: int
-    linear: tuple[tuple[int, int, int], ...]
-    linear_compiled: tuple[int, int, int]
-    loss: tuple[int, ...]
-    sgd: tuple[tuple[int, int], ...]
-    book: tuple[int, int]
-    estimator: tuple[int, int]
-    train: tuple[int, int, int]
-    step: tuple[tuple[int, int, int], ...]
-
-
-_CPU_SIZES = Sizes(
-    bandwidth_elems=1 << 26,  # 256 MiB of float32
-    gemm=1024,
-    linear=((10, 2, 1), (1 << 18, 64, 1), (1 << 18, 64, 4), (1 << 16, 256, 16), (1 << 14, 1024, 64),
-            (4096, 1024, 256), (1024, 1024, 1024)),
-    linear_compiled=(1 << 18, 64, 1),
-    loss=(1 << 10, 1 << 20, 1 << 24),
-    sgd=((200, 1000), (8, 1 << 20)),
-    book=(1000, 10),
-    estimator=(200_000, 50),
-    train=(256, 64, 1),
-    # 256 MiB of float32; k = 4 and 16 outputs: at 16 the step is compute-bound here (4·n·d·k flops).
-    step=((1 << 20, 64, 1), (1 << 20, 64, 4), (1 << 20, 64, 16)),
-)
-
-_CUDA_SIZES = Sizes(
-    bandwidth_elems=1 << 29,  # 2 GiB of float32
-    gemm=8192,
-    linear=((10, 2, 1), (1 << 20, 2, 1), (1 << 22, 64, 1), (1 << 22, 64, 4), (1 << 20, 256, 16),
-            (1 << 16, 1024, 1), (8192, 4096, 4096)),
-    linear_compiled=(1 << 22, 64, 1),
-    loss=(1 << 10, 1 << 20, 1 << 26),
-    sgd=((200, 1000), (8, 1 << 22)),
-    book=(1000, 10),
-    estimator=(200_000, 50),
-    train=(256, 64, 1),
-    step=((1 << 22, 64, 1), (1 << 22, 64, 4)),  # 1 GiB of float32; k = 4 is the widest narrow-tile kernel
-)
-
-_QUICK_SIZES = Sizes(
-    bandwidth_elems=1 << 20,
-    gemm=128,
-    linear=((10, 2, 1), (4096, 16, 1), (128, 64, 64)),
-    linear_compiled=(4096, 16, 1),
-    loss=(1 << 10, 1 << 14),
-    sgd=((20, 100), (2, 1 << 14)),
-    book=(200, 10),
-    estimator=(2000, 50),
-    train=(64, 16, 1),
-    step=((1 << 14, 64, 1), (1 << 12, 16, 4)),
-)
-
-
-def sizes_for(device: torch.device, quick: bool) -> Sizes:
-    """The sizes of a run: tiny with ``quick``, else the default set of the device type."""
-    if quick:
-        return _QUICK_SIZES
-    return _CUDA_SIZES if device.type == "cuda" else _CPU_SIZES
-
-
-@dataclass(frozen=True)
-class Context:
-    """Where and how the benches run."""
-
-    device: torch.device
-    dtype: torch.dtype
-    sizes: Sizes
-    compile: bool
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def itemsize(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
-
-    def randn(self, *shape: int, requires_grad: bool = False) -> Tensor:
-        return torch.randn(shape, device=self.device, dtype=self.dtype, requires_grad=requires_grad)
-
-
-# ---------------------------------------------------------------------------
-# The book's code (D2L ch. 3.2), the eager baseline.
-# ---------------------------------------------------------------------------
-
-
-def book_linreg(X: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """The book's model: ``X @ w + b`` with ``w`` a ``(d, k)`` column."""
-    return torch.matmul(X, w) + b
-
-
-def book_squared_loss(y_hat: Tensor, y: Tensor) -> Tensor:
-    """The book's per-example loss."""
-    return (y_hat - y.reshape(y_hat.shape)) ** 2 / 2
-
-
-def book_sgd(params: Sequence[Tensor], lr: float, batch_size: int) -> None:
-    """The book's minibatch SGD: one eager update and one ``zero_`` per parameter."""
-    with torch.no_grad():
-        for param in params:
-            grad = cast(Tensor, param.grad)
-            param -= lr * grad / batch_size
-            grad.zero_()
-
-
-def book_data_iter(batch_size: int, features: Tensor, labels: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
-    """The book's shuffled minibatches, drawn with ``random.shuffle``."""
-    num_examples = len(features)
-    indices = list(range(num_examples))
-    random.shuffle(indices)
-    for i in range(0, num_examples, batch_size):
-        batch_indices = torch.tensor(indices[i : min(i + batch_size, num_examples)])
-        yield features[batch_indices], labels[batch_indices]
-
-
-def book_loss_sum(X: Tensor, y: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """The book's forward and loss, summed as its training loop does (compiled in the step suite)."""
-    return book_squared_loss(book_linreg(X, w, b), y).sum()
-
-
-def book_squared_loss_sum(y_hat: Tensor, y: Tensor) -> Tensor:
-    """The book's loss summed (compiled in the loss suite)."""
-    return book_squared_loss(y_hat, y).sum()
-
-
-def hand_derived_step(X: Tensor, y: Tensor, w: Tensor, b: Tensor, lr: float) -> Tensor:
-    """One step with the gradients written out by hand (no autograd): two passes over ``X``.
-
-    ``w`` is ``(k, d)``, ``b`` ``(k,)``, ``y`` ``(n, k)``; the loss is the book's
-    ``(1/n) sum_i ½‖r_i‖²``. This is what the fused step computes in one pass."""
-    r = X @ w.t() + b - y
-    n = X.shape[0]
-    w.sub_(lr * (r.t() @ X) / n)
-    b.sub_(lr * r.sum(0) / n)
-    return (r * r).sum() / (2 * n)
-
-
-def _compiled(fn: _F) -> _F:
-    """``torch.compile`` with static shapes: each bench compiles (and reports) its own graph."""
-    return cast(_F, torch.compile(fn, dynamic=False))
-
-
-def _grads_of(forward: Callable[[], Tensor], inputs: Sequence[Tensor], grad_out: Tensor | None) -> Fn:
-    """Forward then backward for ``inputs`` (no accumulation into ``.grad``)."""
-    return lambda: torch.autograd.grad(forward(), inputs, grad_out)
 
 
 # ---------------------------------------------------------------------------
@@ -413,17 +209,17 @@ def _linear_setup(ctx: Context, rows: int, inp: int, out: int, backward: bool) -
         w = ctx.randn(out, inp, requires_grad=backward)
         b = ctx.randn(out, requires_grad=backward)
         w_col = w.detach().t().contiguous().requires_grad_(backward)  # the book keeps w as a (d, k) column
-        compiled = _compiled(book_linreg)
+        compiled_linreg = static_compiled(book_linreg)
         forwards: dict[str, tuple[Callable[[], Tensor], tuple[Tensor, ...]]] = {
             "F.linear": (lambda: F.linear(x, w, b), (x, w, b)),
             _BOOK_LINEAR: (lambda: book_linreg(x, w_col, b), (x, w_col, b)),
-            _COMPILED_BOOK_LINEAR: (lambda: compiled(x, w_col, b), (x, w_col, b)),
+            _COMPILED_BOOK_LINEAR: (lambda: compiled_linreg(x, w_col, b), (x, w_col, b)),
             _OURS_LINEAR: (lambda: fused_linreg.linear(x, w, b), (x, w, b)),
         }
         if not backward:
             return {name: fwd for name, (fwd, _) in forwards.items()}
         grad_out = ctx.randn(rows, out)
-        return {name: _grads_of(fwd, inputs, grad_out) for name, (fwd, inputs) in forwards.items()}
+        return {name: grads_of(fwd, inputs, grad_out) for name, (fwd, inputs) in forwards.items()}
 
     return setup
 
@@ -459,15 +255,15 @@ def _loss_setup(ctx: Context, n: int) -> Callable[[], Mapping[str, Fn]]:
     def setup() -> Mapping[str, Fn]:
         y_hat = ctx.randn(n, 1, requires_grad=True)
         y = ctx.randn(n, 1)
-        compiled = _compiled(book_squared_loss_sum)
+        compiled_loss = static_compiled(book_squared_loss_sum)
         forwards: dict[str, Callable[[], Tensor]] = {
             _BOOK_LOSS: lambda: book_squared_loss_sum(y_hat, y),
-            _COMPILED_BOOK_LOSS: lambda: compiled(y_hat, y),
+            _COMPILED_BOOK_LOSS: lambda: compiled_loss(y_hat, y),
             "squared_loss(sum)": lambda: fused_linreg.squared_loss(y_hat, y, "sum"),
             "F.mse_loss": lambda: F.mse_loss(y_hat, y),
             "fused_linreg.mse_loss": lambda: fused_linreg.mse_loss(y_hat, y),
         }
-        return {name: _grads_of(fwd, (y_hat,), None) for name, fwd in forwards.items()}
+        return {name: grads_of(fwd, (y_hat,), None) for name, fwd in forwards.items()}
 
     return setup
 
@@ -559,33 +355,6 @@ _EPOCH_BATCH1 = "linreg_epoch_ batch 1"
 _ESTIMATOR = "LinearRegression.partial_fit"
 
 
-def book_epoch(features: Tensor, labels: Tensor, w: Tensor, b: Tensor, batch_size: int,
-               data_iter: Callable[..., Iterator[tuple[Tensor, Tensor]]], net: Callable[..., Tensor],
-               loss: Callable[..., Tensor], sgd: Callable[..., None]) -> None:
-    """The book's training loop for one epoch, with the functions it is given."""
-    for X, y in data_iter(batch_size, features, labels):
-        loss(net(X, w, b), y).sum().backward()
-        sgd([w, b], BOOK_LR, batch_size)
-
-
-def module_epoch(features: Tensor, labels: Tensor, model: torch.nn.Module, loss_fn: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, batch_size: int) -> None:
-    """One epoch of the idiomatic ``nn`` + ``optim`` loop over the book's minibatches."""
-    for X, y in book_data_iter(batch_size, features, labels):
-        optimizer.zero_grad()
-        loss_fn(model(X), y).backward()
-        optimizer.step()
-
-
-def compiled_step_epoch(step: Callable[..., object], features: Tensor, labels: Tensor, w: Tensor, b: Tensor,
-                        batch_size: int) -> None:
-    """One epoch of a (compiled) step function over a random permutation's minibatches."""
-    order = torch.randperm(len(features), device=features.device)
-    for start in range(0, len(features), batch_size):
-        idx = order[start : start + batch_size]
-        step(features[idx], labels[idx], w, b, BOOK_LR)
-
-
 def _book_data(ctx: Context, n: int) -> tuple[Tensor, Tensor]:
     features, labels = fused_linreg.d2l.synthetic_data(torch.tensor(BOOK_TRUE_W), BOOK_TRUE_B, n)
     return features.to(ctx.device, ctx.dtype), labels.to(ctx.device, ctx.dtype)
@@ -634,9 +403,9 @@ def _book_setup(ctx: Context, n: int, batch: int, sklearn: bool) -> Callable[[],
         weight_1, bias_1 = weight.clone(), bias.clone()
         torch_model = _modules(ctx, torch.nn, torch.optim, d)
         our_model = _modules(ctx, fused_linreg.nn, fused_linreg.optim, d)
-        step = _compiled(hand_derived_step)
+        step = static_compiled(hand_derived_step)
         fns: dict[str, Fn] = {
-            _BOOK_CODE: lambda: book_epoch(features, labels, w0, b0, batch, book_data_iter, book_linreg,
+            _BOOK_CODE: lambda: book_epoch(features, labels, w0, b0, batch, d2l.data_iter, book_linreg,
                                            book_squared_loss, book_sgd),
             _D2L: lambda: book_epoch(features, labels, w1, b1, batch, d2l.data_iter, d2l.linreg, d2l.squared_loss,
                                      d2l.sgd),
@@ -766,8 +535,8 @@ def _train_step(ctx: Context, nn: ModuleType, optim: ModuleType, batch: int, d: 
 
         return scaled_step
     compiled = mode == "compile"
-    loss_of = _compiled(forward) if compiled else forward
-    update = _compiled(optimizer.step) if compiled else optimizer.step
+    loss_of = static_compiled(forward) if compiled else forward
+    update = static_compiled(optimizer.step) if compiled else optimizer.step
 
     def step() -> None:
         optimizer.zero_grad()
@@ -846,7 +615,7 @@ def _step_setup(ctx: Context, rows: int, d: int, k: int) -> Callable[[], Mapping
         b_cols = [torch.zeros(k, device=ctx.device, dtype=ctx.dtype, requires_grad=True) for _ in range(2)]
         weights = [w_cols[0].detach().t().contiguous() for _ in range(3)]
         biases = [torch.zeros(k, device=ctx.device, dtype=ctx.dtype) for _ in range(3)]
-        compiled_step, compiled_loss = _compiled(hand_derived_step), _compiled(book_loss_sum)
+        compiled_step, compiled_loss = static_compiled(hand_derived_step), static_compiled(book_loss_sum)
         return {
             _READ_X: X.amax,
             _BOOK_STEP: lambda: _book_step(book_loss_sum, X, y, w_cols[0], b_cols[0]),

@@ -1,0 +1,5 @@
+"""``python -m fused_linreg.bench``."""
+
+from .runner import main
+
+main()
