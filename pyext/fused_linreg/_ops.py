@@ -75,53 +75,17 @@ def _mse_loss_fake(input: Tensor, target: Tensor, reduction: str = "mean") -> Te
     return _loss_fake(input, reduction)
 
 
-@torch.library.register_fake("fused_linreg::squared_loss_backward")
-def _squared_loss_backward_fake(grad_output: Tensor, input: Tensor, target: Tensor, reduction: str) -> Tensor:
+def _loss_backward_fake(grad_output: Tensor, input: Tensor, target: Tensor, reduction: str) -> Tensor:
     return input.new_empty(input.shape)
 
 
-@torch.library.register_fake("fused_linreg::mse_loss_backward")
-def _mse_loss_backward_fake(grad_output: Tensor, input: Tensor, target: Tensor, reduction: str) -> Tensor:
-    return input.new_empty(input.shape)
+def _update_fake(*args: object, **kwargs: object) -> None:
+    """sgd_ and sgd_.tensor_lr only mutate their arguments and return nothing."""
 
 
-# sgd_ only mutates its arguments; both overloads return nothing.
-@torch.library.register_fake("fused_linreg::sgd_")
-def _sgd_fake(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor],
-    is_first_step: list[bool],
-    *,
-    lr: float,
-    weight_decay: float = 0.0,
-    momentum: float = 0.0,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    maximize: bool = False,
-    grad_scale: Tensor | None = None,
-    found_inf: Tensor | None = None,
-) -> None:
-    return None
-
-
-@torch.library.register_fake("fused_linreg::sgd_.tensor_lr")
-def _sgd_tensor_lr_fake(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor],
-    is_first_step: list[bool],
-    *,
-    lr: Tensor,
-    weight_decay: float = 0.0,
-    momentum: float = 0.0,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    maximize: bool = False,
-    grad_scale: Tensor | None = None,
-    found_inf: Tensor | None = None,
-) -> None:
-    return None
+for _name, _fake in (("squared_loss_backward", _loss_backward_fake), ("mse_loss_backward", _loss_backward_fake),
+                     ("sgd_", _update_fake), ("sgd_.tensor_lr", _update_fake)):
+    torch.library.register_fake(f"fused_linreg::{_name}", _fake)
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ under the keys ``"weight_momentum_buffer"`` and ``"bias_momentum_buffer"``.
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import torch
@@ -112,6 +112,17 @@ def _store_new_buffers(
         state[BIAS_BUFFER] = bias_buffer
 
 
+def _with_momentum_state(call: Callable[[Tensor | None, Tensor | None, bool], Tensor], weight: Tensor,
+                         bias: Tensor | None, momentum: float, state: MutableMapping[str, Tensor] | None) -> Tensor:
+    """``call(weight_buffer, bias_buffer, is_first_step)`` under no_grad, with the buffers of
+    ``state`` (new ones on the first step, kept in ``state`` once the call succeeded)."""
+    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, momentum, state)
+    with torch.no_grad():
+        result = call(weight_buffer, bias_buffer, is_first_step)
+    _store_new_buffers(state, weight_buffer, bias_buffer, is_first_step)
+    return result
+
+
 def linreg_grad(X: Tensor, y: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
     """The minibatch loss and its gradients in one pass over ``X``, without an update.
 
@@ -182,11 +193,10 @@ def linreg_step_(
                                      nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
     if _joins_late(bias, hyper["momentum"], state):
         return _late_bias_step(X, y, weight, bias, state, hyper)  # type: ignore[arg-type]
-    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, hyper["momentum"], state)
-    with torch.no_grad():
-        loss = _ops.linreg_step_.default(X, y, weight, bias, weight_buffer, bias_buffer, is_first_step, **hyper)
-    _store_new_buffers(state, weight_buffer, bias_buffer, is_first_step)
-    return loss
+    return _with_momentum_state(
+        lambda weight_buffer, bias_buffer, is_first_step: _ops.linreg_step_.default(
+            X, y, weight, bias, weight_buffer, bias_buffer, is_first_step, **hyper),
+        weight, bias, hyper["momentum"], state)
 
 
 def _permutation(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -255,9 +265,9 @@ def linreg_epoch_(
         indices = indices[batch_size:]
         if indices.numel() == 0:
             return first_loss.reshape(1)
-    weight_buffer, bias_buffer, is_first_step = _momentum_buffers(weight, bias, hyper["momentum"], state)
-    with torch.no_grad():
-        losses = _ops.linreg_epoch_.default(X, y, indices, batch_size, weight, bias, weight_buffer, bias_buffer,
-                                            is_first_step, **hyper)
-    _store_new_buffers(state, weight_buffer, bias_buffer, is_first_step)
+    epoch_rows = indices
+    losses = _with_momentum_state(
+        lambda weight_buffer, bias_buffer, is_first_step: _ops.linreg_epoch_.default(
+            X, y, epoch_rows, batch_size, weight, bias, weight_buffer, bias_buffer, is_first_step, **hyper),
+        weight, bias, hyper["momentum"], state)
     return losses if first_loss is None else torch.cat([first_loss.reshape(1), losses])
