@@ -451,7 +451,7 @@ template <typename scalar_t>
 bool fits_fused_kernel(int64_t d, int64_t k) {
   bool fits = false;
   dispatch_outputs(k, [&](auto max_out) {
-    fits = is_skinny(k) && d <= Tile<scalar_t, decltype(max_out)::value, false>::kMaxFeatures;
+    fits = k <= kSkinnyMaxOut && d <= Tile<scalar_t, decltype(max_out)::value, false>::kMaxFeatures;
   });
   return fits;
 }
@@ -469,7 +469,7 @@ scalar_t* data_or_null(const std::optional<at::Tensor>& t) {
 }
 
 template <typename scalar_t>
-FinishSums<scalar_t> make_apply(const LinregTensors& t, const UpdateArgs& a) {
+FinishSums<scalar_t> make_apply(const LinregTensors& t, const StepArgs& a) {
   using opmath_t = at::opmath_type<scalar_t>;
   FinishSums<scalar_t> apply;
   apply.weight = t.weight.mutable_data_ptr<scalar_t>();
@@ -478,9 +478,7 @@ FinishSums<scalar_t> make_apply(const LinregTensors& t, const UpdateArgs& a) {
   apply.bias_momentum = data_or_null<scalar_t>(t.bias_momentum);
   apply.index = SumIndex{t.X.size(1), t.weight.size(0)};
   apply.first_step = a.is_first_step;
-  apply.sgd = {static_cast<opmath_t>(a.lr), static_cast<opmath_t>(a.opt.weight_decay),
-               static_cast<opmath_t>(a.opt.momentum), static_cast<opmath_t>(a.opt.dampening), a.opt.nesterov,
-               a.opt.maximize};
+  apply.sgd = sgd_scalars<opmath_t>(a.lr, a.opt);
   return apply;
 }
 
@@ -506,7 +504,7 @@ void launch_linreg_grad(const LinregTensors& t, const at::Tensor& loss, const at
 
 template <typename scalar_t>
 void launch_linreg_steps(const LinregTensors& t, const at::Tensor& indices, int64_t batch_size,
-                         const UpdateArgs& args, const at::Tensor& losses) {
+                         const StepArgs& args, const at::Tensor& losses) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t d = t.X.size(1), k = t.weight.size(0);
   const int64_t total_rows = indices.defined() ? indices.numel() : t.X.size(0);
@@ -554,7 +552,7 @@ void launch_linreg_steps(const LinregTensors& t, const at::Tensor& indices, int6
 #define FUSED_LINREG_INSTANTIATE_LINREG_LAUNCHERS(scalar_t)                                                      \
   template void launch_linreg_grad<scalar_t>(const LinregTensors&, const at::Tensor&, const at::Tensor&,        \
                                              const at::Tensor&);                                                \
-  template void launch_linreg_steps<scalar_t>(const LinregTensors&, const at::Tensor&, int64_t, const UpdateArgs&, \
+  template void launch_linreg_steps<scalar_t>(const LinregTensors&, const at::Tensor&, int64_t, const StepArgs&, \
                                               const at::Tensor&)
 
 }  // namespace fused_linreg::linreg_cuda
