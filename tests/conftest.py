@@ -37,6 +37,10 @@ TOLERANCES = {
     torch.bfloat16: (1.6e-2, 1.6e-2),
 }
 
+# The step size and SGD options of the fused linear-regression tests (make_problem's data).
+LR = 0.1
+MOMENTUM = dict(momentum=0.9, dampening=0.1, nesterov=False, weight_decay=0.01, maximize=False)
+
 OPCHECK_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
 
 
@@ -83,6 +87,16 @@ def randn(shape: Sequence[int], *, generator: torch.Generator, dtype=torch.float
     return t.requires_grad_(requires_grad)
 
 
+def make_problem(n, d, k, *, generator, dtype=torch.float32, device="cpu", y_1d=False, bias=True):
+    """A linear-regression problem: X (n, d) with rows of norm about 1 (so LR is a stable step
+    size for any d), y (n,) or (n, k), weight (k, d) and bias (k,) or None."""
+    X = randn((n, d), generator=generator, dtype=torch.float64) / math.sqrt(d)
+    y = randn((n,) if y_1d else (n, k), generator=generator, dtype=torch.float64)
+    weight = randn((k, d), generator=generator, dtype=torch.float64)
+    b = randn((k,), generator=generator, dtype=torch.float64) if bias else None
+    return [t.to(device=device, dtype=dtype) if t is not None else None for t in (X, y, weight, b)]
+
+
 def strided_copy(t: torch.Tensor) -> torch.Tensor:
     """A non-contiguous tensor equal to `t`: every dimension has a stride gap, filled with NaN,
     so a kernel that ignores strides reads NaN."""
@@ -101,6 +115,20 @@ def assert_close_to_reference(actual: torch.Tensor, reference: torch.Tensor, *, 
     torch.testing.assert_close(actual.detach().to(device="cpu", dtype=torch.float64),
                                reference.detach().to(device="cpu", dtype=torch.float64),
                                rtol=rtol, atol=atol * max(1.0, scale), equal_nan=True)
+
+
+def assert_bitwise_equal(got, expected, what: str = "result"):
+    """`got` has the dtype, shape and bits (NaN payloads and signed zeros included) of
+    `expected`; lists of tensors are compared entry by entry, named `what` 0, 1, ..."""
+    if not isinstance(expected, torch.Tensor):
+        assert len(got) == len(expected), f"{what}: {len(got)} tensors, expected {len(expected)}"
+        for i, (one, want) in enumerate(zip(got, expected)):
+            assert_bitwise_equal(one, want, f"{what} {i}")
+        return
+    assert got.dtype == expected.dtype and got.shape == expected.shape, \
+        f"{what}: {got.dtype} {tuple(got.shape)} != expected {expected.dtype} {tuple(expected.shape)}"
+    assert torch.equal(as_bytes(got), as_bytes(expected)), \
+        f"{what} differs bitwise: max |diff| {(got.double() - expected.double()).abs().max()}"
 
 
 def snapshot(tensors) -> list:

@@ -1,13 +1,16 @@
 """torch.compile(fullgraph=True) of a training step built from our ops — linear, a loss,
-backward and sgd_ — matches eager. On CUDA also with CUDA graphs (mode="reduce-overhead")."""
+backward and sgd_ — matches eager. On CUDA also with CUDA graphs (mode="reduce-overhead").
+The fused linear-regression ops (linreg_step_, linreg_epoch_, linreg_grad) compile to the
+eager results bitwise."""
 
 import pytest
 import torch
 import torch._dynamo
 
 import fused_linreg
+from fused_linreg.fused_step import BIAS_BUFFER, WEIGHT_BUFFER
 
-from conftest import assert_close_to_reference, randn
+from conftest import LR, MOMENTUM, assert_bitwise_equal, assert_close_to_reference, make_problem, randn
 
 HYPER = dict(lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True)
 STEPS = 4
@@ -131,5 +134,27 @@ def test_optimizer_step_compiles_as_one_graph_of_our_op():
 
     compiled, eager = trained(True), trained(False)
     assert any("fused_linreg.sgd_" in op for op in traced_ops), traced_ops
-    for got, expected in zip(compiled, eager):
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert_bitwise_equal(compiled, eager)
+
+
+def test_compiled_linreg_ops_equal_eager_bitwise(device, generator):
+    """fullgraph compile (fake kernels, functionalized in-place ops, the state dict written
+    on the first call and read on the second) gives the eager results bitwise."""
+    X, y, weight, bias = make_problem(100, 4, 2, generator=generator, device=device)
+    indices = torch.randperm(100, generator=generator).to(device)
+
+    def fused_training(weight, bias, state):
+        step_loss = fused_linreg.linreg_step_(X, y, weight, bias, lr=LR, state=state, **MOMENTUM)
+        epoch_losses = fused_linreg.linreg_epoch_(X, y, weight, bias, lr=LR, batch_size=7, indices=indices,
+                                                  state=state, **MOMENTUM)
+        return [step_loss, epoch_losses, *fused_linreg.linreg_grad(X, y, weight, bias)]
+
+    compiled = torch.compile(fused_training, backend="aot_eager", fullgraph=True)
+    eager_params, eager_state, state = [weight.clone(), bias.clone()], {}, {}
+    for _ in range(2):
+        results = compiled(weight, bias, state) + [weight, bias]
+        expected = fused_training(*eager_params, eager_state) + eager_params
+        assert_bitwise_equal(results, expected)
+        assert set(state) == set(eager_state) == {WEIGHT_BUFFER, BIAS_BUFFER}
+        for name in state:
+            assert_bitwise_equal(state[name], eager_state[name], name)

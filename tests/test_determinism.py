@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import fused_linreg
+from fused_linreg.fused_step import BIAS_BUFFER, WEIGHT_BUFFER
 
-from conftest import randn
+from conftest import LR, MOMENTUM, assert_bitwise_equal, make_problem, randn
 
 ROWS, FEATURES = 8192, 64
 
@@ -39,6 +40,17 @@ def sgd_step(params, grads, buffers):
     return params + buffers
 
 
+def linreg_training(X, y, weight, bias, indices):
+    """The gradient, then a momentum step and an epoch (batches of 6000 rows) on copies of the
+    parameters: every reduction of the fused linear-regression ops."""
+    results = list(fused_linreg.linreg_grad(X, y, weight, bias))
+    params, state = [weight.clone(), bias.clone()], {}
+    results.append(fused_linreg.linreg_step_(X, y, *params, lr=LR, state=state, **MOMENTUM))
+    results.append(fused_linreg.linreg_epoch_(X, y, *params, lr=LR, batch_size=6000, indices=indices, state=state,
+                                              **MOMENTUM))
+    return results + params + [state[WEIGHT_BUFFER], state[BIAS_BUFFER]]
+
+
 def workloads(device, generator):
     """name -> (function, args): every reduction of every op, on multi-chunk shapes."""
     def t(*shape, dtype=torch.float32):
@@ -57,16 +69,13 @@ def workloads(device, generator):
     cases["loss_gradients"] = (loss_gradients, (t(ROWS, FEATURES), t(ROWS, FEATURES)))
     cases["sgd"] = (sgd_step, ([t(ROWS, FEATURES), t(ROWS)], [t(ROWS, FEATURES), t(ROWS)],
                                [t(ROWS, FEATURES), t(ROWS)]))
+    # n = 20000 rows (many parallel chunks), d = 64, k = 4.
+    cases["linreg"] = (linreg_training, (*make_problem(20000, 64, 4, generator=generator, device=device),
+                                         torch.randperm(20000, generator=generator).to(device)))
     return cases
 
 
 WORKLOADS = list(workloads("cpu", torch.Generator()))
-
-
-def assert_bitwise_equal(results, expected):
-    assert len(results) == len(expected)
-    for i, (got, want) in enumerate(zip(results, expected)):
-        assert torch.equal(got, want), f"result {i} differs: max |diff| {(got.double() - want.double()).abs().max()}"
 
 
 @pytest.mark.parametrize("name", WORKLOADS)

@@ -453,3 +453,17 @@ def test_cuda_memmap_streams_through_pinned_buffers_like_the_cpu(tmp_path):
     assert shuffled.score(mapped, y) == pytest.approx(ClosedForm().fit(X, y).score(X, y), abs=1e-3)
     assert isinstance(shuffled.predict(mapped), np.ndarray)
     assert shuffled.predict(torch.from_numpy(X).cuda()).device.type == "cuda"
+
+
+def test_bench_fit_rows_agree_with_sgd_regressor_on_r2():
+    """The book suite's estimator-fit rows compare equal work: 3 epochs of ours and of
+    SGDRegressor(max_iter=3, tol=None) reach the same R² (within 1e-3), as the closed form."""
+    from sklearn.linear_model import SGDRegressor
+
+    from fused_linreg._bench_suites import estimator_data
+
+    X, y = estimator_data(20_000, 50)
+    ours = LinearRegression(max_iter=3, tol=None, random_state=0).fit(X, y).score(X, y)
+    sgd = SGDRegressor(max_iter=3, tol=None, random_state=0).fit(X, y).score(X, y)
+    assert ours == pytest.approx(sgd, abs=1e-3)
+    assert ours == pytest.approx(ClosedForm().fit(X, y).score(X, y), abs=1e-3)

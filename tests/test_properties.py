@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 import fused_linreg
 
-from conftest import (DEVICES, FLOAT_DTYPES, HALF_DTYPES, assert_close_to_reference, assert_unchanged, randn,
-                      snapshot, strided_copy)
-from test_fused_step import Reference, assert_matches_reference, book_loss, make_problem
+from conftest import (DEVICES, FLOAT_DTYPES, HALF_DTYPES, assert_close_to_reference, assert_unchanged,
+                      make_problem, randn, snapshot, strided_copy)
+from test_fused_step import Reference, assert_matches_reference, book_loss
 from test_linear import check_against_reference, make_linear_inputs
 from test_loss import book_squared_loss, check_loss
 from test_sgd import torch_sgd_step

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, TypeVar, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -117,6 +118,7 @@ class Sizes:
     loss: tuple[int, ...]
     sgd: tuple[tuple[int, int], ...]
     book: tuple[int, int]
+    estimator: tuple[int, int]
     train: tuple[int, int, int]
     step: tuple[tuple[int, int, int], ...]
 
@@ -130,6 +132,7 @@ _CPU_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 24),
     sgd=((200, 1000), (8, 1 << 20)),
     book=(1000, 10),
+    estimator=(200_000, 50),
     train=(256, 64, 1),
     # 256 MiB of float32; k = 4 and 16 outputs: at 16 the step is compute-bound here (4·n·d·k flops).
     step=((1 << 20, 64, 1), (1 << 20, 64, 4), (1 << 20, 64, 16)),
@@ -144,6 +147,7 @@ _CUDA_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 26),
     sgd=((200, 1000), (8, 1 << 22)),
     book=(1000, 10),
+    estimator=(200_000, 50),
     train=(256, 64, 1),
     step=((1 << 22, 64, 1), (1 << 22, 64, 4)),  # 1 GiB of float32; k = 4 is the widest narrow-tile kernel
 )
@@ -156,6 +160,7 @@ _QUICK_SIZES = Sizes(
     loss=(1 << 10, 1 << 14),
     sgd=((20, 100), (2, 1 << 14)),
     book=(200, 10),
+    estimator=(2000, 50),
     train=(64, 16, 1),
     step=((1 << 14, 64, 1), (1 << 12, 16, 4)),
 )
@@ -611,8 +616,8 @@ def _sklearn_epoch(features: Tensor, labels: Tensor) -> Fn:
 
 
 def _estimator_epoch(ctx: Context, features: Tensor, labels: Tensor, batch: int) -> Fn:
-    est = fused_linreg.LinearRegression(features.shape[1], lr=BOOK_LR, batch_size=batch, device=ctx.device,
-                                        dtype=ctx.dtype, seed=0)
+    est = fused_linreg.LinearRegression(lr=BOOK_LR, batch_size=batch, device=ctx.device, dtype=ctx.dtype,
+                                        random_state=0)
     X, y = features.double().cpu().numpy(), labels.double().cpu().numpy().ravel()  # as sklearn gets them
     return lambda: est.partial_fit(X, y)
 
@@ -671,7 +676,60 @@ def _book_benches(ctx: Context) -> list[Bench]:
               f"`linreg_epoch_ batch 1` makes as many updates; LinearRegression.partial_fit gets the same "
               "float64 numpy arrays as sklearn (converted on each call).")
     return [Bench("book", "book epoch", f"{n}x2, batch {batch}", tuple(impls), _book_setup(ctx, n, batch, sklearn),
-                  footprint, None, tuple(pairs), rotate=False, remark=remark)]
+                  footprint, None, tuple(pairs), rotate=False, remark=remark), *_estimator_benches(ctx)]
+
+
+_FIT_EPOCHS = 3
+_OURS_FIT = f"LinearRegression.fit ({_FIT_EPOCHS} epochs)"
+_SGD_FIT = f"sklearn SGDRegressor.fit ({_FIT_EPOCHS} epochs)"
+_CLOSED_FORM = "sklearn LinearRegression (closed form)"
+
+
+def estimator_data(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Standard-normal float64 numpy features and ``y = X @ w + 1 + noise`` (noise of std 1, so R² < 1)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d))
+    return X, X @ rng.standard_normal(d) + 1.0 + rng.standard_normal(n)
+
+
+def _estimator_fit_models(ctx: Context) -> dict[str, Any]:
+    """The three estimators of the estimator-fit rows, by row name."""
+    from sklearn.linear_model import LinearRegression as ClosedForm
+    from sklearn.linear_model import SGDRegressor
+
+    return {_OURS_FIT: fused_linreg.LinearRegression(max_iter=_FIT_EPOCHS, tol=None, random_state=0,
+                                                     device=ctx.device),
+            _SGD_FIT: SGDRegressor(max_iter=_FIT_EPOCHS, tol=None, random_state=0), _CLOSED_FORM: ClosedForm()}
+
+
+def _estimator_fit_setup(ctx: Context, n: int, d: int) -> Callable[[], Mapping[str, Fn]]:
+    def setup() -> Mapping[str, Fn]:
+        X, y = estimator_data(n, d)
+        return {name: (lambda model=model: model.fit(X, y)) for name, model in _estimator_fit_models(ctx).items()}
+
+    return setup
+
+
+def _estimator_fit_r2(ctx: Context, n: int, d: int) -> str:
+    """The training R² of the three, for the remark (each fitted once, as timed)."""
+    X, y = estimator_data(n, d)
+    ours, sgd, closed = (_estimator_fit_models(ctx)[name].fit(X, y).score(X, y)
+                         for name in (_OURS_FIT, _SGD_FIT, _CLOSED_FORM))
+    return f"training R²: ours {ours:.5f}, SGDRegressor {sgd:.5f}, closed form {closed:.5f}"
+
+
+def _estimator_benches(ctx: Context) -> list[Bench]:
+    """``fit`` on float64 numpy, as a scikit-learn user calls it (needs scikit-learn)."""
+    if importlib.util.find_spec("sklearn") is None:
+        return []
+    n, d = ctx.sizes.estimator
+    impls = (Impl(_SGD_FIT), Impl(_CLOSED_FORM), Impl(_OURS_FIT, ours=True))
+    remark = (f"estimator fit: {n}x{d} float64 numpy (whatever --dtype says), {_FIT_EPOCHS} epochs each: our "
+              f"LinearRegression(max_iter={_FIT_EPOCHS}, tol=None) (float64, batch 32, lr 0.01) against "
+              f"SGDRegressor(max_iter={_FIT_EPOCHS}, tol=None) (per-example updates) and sklearn's closed-form "
+              f"LinearRegression; {_estimator_fit_r2(ctx, n, d)}.")
+    return [Bench("book", "estimator fit", f"{n}x{d} float64", impls, _estimator_fit_setup(ctx, n, d), n * d * 8,
+                  None, ((_SGD_FIT, _OURS_FIT), (_CLOSED_FORM, _OURS_FIT)), rotate=False, remark=remark)]
 
 
 # ---------------------------------------------------------------------------

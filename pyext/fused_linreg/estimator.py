@@ -522,8 +522,8 @@ class LinearRegression(RegressorMixin, BaseEstimator):
             device_ = self._training_device(device, torch.device("cpu"))
             row_bytes = X.shape[1] * torch.empty((), dtype=dtype).element_size()
             k = 1 if y_array.ndim == 1 else y_array.shape[1]
-            return _Streamed(X, y_array, k, dtype, device_, _chunk_rows(chunk_bytes, row_bytes, batch_size)), \
-                y_array.ndim == 1
+            streamed = _Streamed(X, y_array, k, dtype, device_, _chunk_rows(chunk_bytes, row_bytes, batch_size))
+            return streamed, y_array.ndim == 1
         if isinstance(X, Tensor):
             X_t = _tensor_features(X)
             self._check_n_features(X_t.shape[1], reset)
