@@ -16,9 +16,6 @@
 namespace fused_linreg {
 namespace {
 
-constexpr double kSquaredLossCoefficient = 0.5;
-constexpr double kMseCoefficient = 1.0;
-
 Reduction parse_reduction(c10::string_view reduction, const char* op) {
   const std::string_view name(reduction.data(), reduction.size());
   if (name == "none") return Reduction::None;
@@ -85,42 +82,39 @@ at::Tensor squared_difference_backward(const at::Tensor& grad_output, const at::
   return grad_input;
 }
 
-template <c10::DeviceType kDevice>
-at::Tensor squared_loss(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  const Reduction r = parse_reduction(reduction, "squared_loss");
-  check_loss_args(input, target, "squared_loss", /*same_shape=*/false);
-  return squared_difference<kDevice>(input, target, r, kSquaredLossCoefficient);
+// What tells the two losses apart: 0.5 * (x - t)^2 against (x - t)^2, and whether
+// the target may have another shape with as many elements.
+struct Loss {
+  const char* name;
+  const char* backward_name;
+  double coefficient;
+  bool same_shape;
+};
+
+constexpr Loss kSquaredLossOp{"squared_loss", "squared_loss_backward", 0.5, false};
+constexpr Loss kMseLossOp{"mse_loss", "mse_loss_backward", 1.0, true};
+
+template <c10::DeviceType kDevice, const Loss& kLoss>
+at::Tensor loss(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
+  const Reduction r = parse_reduction(reduction, kLoss.name);
+  check_loss_args(input, target, kLoss.name, kLoss.same_shape);
+  return squared_difference<kDevice>(input, target, r, kLoss.coefficient);
 }
 
-template <c10::DeviceType kDevice>
-at::Tensor squared_loss_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
-                                 c10::string_view reduction) {
-  const Reduction r = parse_reduction(reduction, "squared_loss_backward");
-  check_loss_backward_args(grad_output, input, target, r, "squared_loss_backward", /*same_shape=*/false);
-  return squared_difference_backward<kDevice>(grad_output, input, target, r, kSquaredLossCoefficient);
-}
-
-template <c10::DeviceType kDevice>
-at::Tensor mse_loss(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  const Reduction r = parse_reduction(reduction, "mse_loss");
-  check_loss_args(input, target, "mse_loss", /*same_shape=*/true);
-  return squared_difference<kDevice>(input, target, r, kMseCoefficient);
-}
-
-template <c10::DeviceType kDevice>
-at::Tensor mse_loss_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
-                             c10::string_view reduction) {
-  const Reduction r = parse_reduction(reduction, "mse_loss_backward");
-  check_loss_backward_args(grad_output, input, target, r, "mse_loss_backward", /*same_shape=*/true);
-  return squared_difference_backward<kDevice>(grad_output, input, target, r, kMseCoefficient);
+template <c10::DeviceType kDevice, const Loss& kLoss>
+at::Tensor loss_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+                         c10::string_view reduction) {
+  const Reduction r = parse_reduction(reduction, kLoss.backward_name);
+  check_loss_backward_args(grad_output, input, target, r, kLoss.backward_name, kLoss.same_shape);
+  return squared_difference_backward<kDevice>(grad_output, input, target, r, kLoss.coefficient);
 }
 
 template <c10::DeviceType kDevice>
 void register_losses(torch::Library& m) {
-  m.impl("squared_loss", &squared_loss<kDevice>);
-  m.impl("squared_loss_backward", &squared_loss_backward<kDevice>);
-  m.impl("mse_loss", &mse_loss<kDevice>);
-  m.impl("mse_loss_backward", &mse_loss_backward<kDevice>);
+  m.impl("squared_loss", &loss<kDevice, kSquaredLossOp>);
+  m.impl("squared_loss_backward", &loss_backward<kDevice, kSquaredLossOp>);
+  m.impl("mse_loss", &loss<kDevice, kMseLossOp>);
+  m.impl("mse_loss_backward", &loss_backward<kDevice, kMseLossOp>);
 }
 
 }  // namespace

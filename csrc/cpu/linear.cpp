@@ -7,6 +7,7 @@
 #include "cpu/rows.h"
 #include "kernels.h"
 #include "linear_shapes.h"
+#include "param_sums.h"
 
 namespace fused_linreg {
 namespace {
@@ -65,7 +66,8 @@ void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x
   using acc_t = at::opmath_type<scalar_t>;
   using cpu::kRowBlock;
   const int64_t rows = x2d.size(0), in = x2d.size(1), out = grad2d.size(1);
-  const int64_t row_stride = in + 1;  // each output's partial: in weight sums, then the bias sum
+  const ParamSums layout{in, out};
+  const int64_t row_stride = layout.per_output();
   const int64_t chunks = cpu::row_chunks(rows, out * row_stride);
   const int64_t rows_per_chunk = ceil_div(rows, chunks);
   at::Tensor partials = at::zeros({chunks, out, row_stride}, x2d.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
@@ -94,19 +96,15 @@ void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x
       for (int64_t j = 0; j < out; ++j) chunk_part[j * row_stride + in] = bias_sums[j];
     }
   });
-  const int64_t sums = out * row_stride;
+  const int64_t sums = layout.count();
   scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
   scalar_t* gb = grad_bias.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, sums, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
       acc_t total = 0;
       for (int64_t c = 0; c < chunks; ++c) total += part[c * sums + e];
-      const int64_t j = e / row_stride, k = e % row_stride;
-      if (k == in) {
-        gb[j] = static_cast<scalar_t>(total);
-      } else {
-        gw[j * in + k] = static_cast<scalar_t>(total);
-      }
+      const int64_t j = layout.output_of(e);
+      (layout.is_bias(e) ? gb[j] : gw[j * in + layout.column_of(e)]) = static_cast<scalar_t>(total);
     }
   });
 }

@@ -14,20 +14,11 @@
 
 #include "cpu/rows.h"
 #include "kernels.h"
+#include "param_sums.h"
 #include "sgd_math.h"
 
 namespace fused_linreg {
 namespace {
-
-// Per output j the sums are laid out as d weight-gradient sums then the bias
-// sum; the loss sum comes last.
-struct SumLayout {
-  int64_t d;
-  int64_t k;
-  int64_t row_stride() const { return d + 1; }
-  int64_t loss_index() const { return k * row_stride(); }
-  int64_t size() const { return loss_index() + 1; }
-};
 
 template <typename scalar_t>
 struct Batch {
@@ -63,9 +54,9 @@ struct Scratch {
 // The residuals of the block's rows x[0..count), their loss and bias sums, and
 // their share of the weight-gradient sums.
 template <typename scalar_t, typename acc_t, typename row_t>
-void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64_t count, const SumLayout& layout,
+void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64_t count, const ParamSums& layout,
                       const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
-  const int64_t d = layout.d, k = layout.k;
+  const int64_t d = layout.features, k = layout.outputs;
   acc_t* dots = block.dots.data();
   acc_t* residuals = block.residuals.data();
   acc_t* bias_sums = block.bias_sums.data();
@@ -80,19 +71,19 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
       losses[j] += acc_t(0.5) * r * r;
     }
   }
-  cpu::add_outer_products(x, residuals, count, d, k, sums, layout.row_stride());
+  cpu::add_outer_products(x, residuals, count, d, k, sums, layout.per_output());
 }
 
 template <typename scalar_t, typename acc_t>
-void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const SumLayout& layout,
+void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const ParamSums& layout,
                      const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
   using cpu::kRowBlock;
-  const int64_t d = layout.d, k = layout.k;
+  const int64_t d = layout.features, k = layout.outputs;
   block.dots.resize(static_cast<size_t>(k));
   block.residuals.resize(static_cast<size_t>(k * kRowBlock));
   block.bias_sums.resize(static_cast<size_t>(k));
   block.losses.assign(static_cast<size_t>(k), acc_t(0));
-  for (int64_t j = 0; j < k; ++j) block.bias_sums[j] = sums[j * layout.row_stride() + d];
+  for (int64_t j = 0; j < k; ++j) block.bias_sums[j] = sums[j * layout.per_output() + d];
   // Half and bfloat16 rows: with one output they are read in place (converted
   // in registers); with several each row is read twice per output group, and
   // converting the block once into float is faster.
@@ -117,17 +108,17 @@ void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, c
   }
   acc_t loss = 0;
   for (int64_t j = 0; j < k; ++j) {
-    sums[j * layout.row_stride() + d] = block.bias_sums[j];
+    sums[j * layout.per_output() + d] = block.bias_sums[j];
     loss += block.losses[j];
   }
-  sums[layout.loss_index()] += loss;
+  sums[layout.loss()] += loss;
 }
 
 // totals = the loss and gradient sums over the whole batch (not yet divided by n).
 template <typename scalar_t, typename acc_t>
-void batch_sums(const Batch<scalar_t>& batch, const SumLayout& layout, const acc_t* W, const acc_t* b,
+void batch_sums(const Batch<scalar_t>& batch, const ParamSums& layout, const acc_t* W, const acc_t* b,
                 Scratch<scalar_t, acc_t>& scratch, acc_t* totals) {
-  const int64_t width = layout.size();
+  const int64_t width = layout.count_with_loss();
   const int64_t chunks = cpu::row_chunks(batch.n, width);
   std::fill(totals, totals + width, acc_t(0));
   if (chunks == 1) {
@@ -156,7 +147,7 @@ struct Model {
   scalar_t* bias;  // nullptr without a bias
   scalar_t* weight_momentum;
   scalar_t* bias_momentum;
-  SumLayout layout;
+  ParamSums layout;
 };
 
 // `count` values at p as acc_t: p itself when the types agree, else a float copy.
@@ -184,21 +175,21 @@ at::opmath_type<scalar_t> step_on_batch(const Batch<scalar_t>& batch, const Mode
                                         std::vector<at::opmath_type<scalar_t>>& totals, bool first_step,
                                         const SgdScalars<at::opmath_type<scalar_t>>& s) {
   using acc_t = at::opmath_type<scalar_t>;
-  const SumLayout& layout = model.layout;
-  const acc_t* W = values_as<acc_t>(model.weight, layout.k * layout.d, scratch.weight);
-  const acc_t* b = values_as<acc_t>(model.bias, layout.k, scratch.bias);
+  const ParamSums& layout = model.layout;
+  const acc_t* W = values_as<acc_t>(model.weight, layout.outputs * layout.features, scratch.weight);
+  const acc_t* b = values_as<acc_t>(model.bias, layout.outputs, scratch.bias);
   batch_sums(batch, layout, W, b, scratch, totals.data());
   const acc_t inv_n = acc_t(1) / static_cast<acc_t>(batch.n);
   const bool momentum = s.momentum != acc_t(0);
-  for (int64_t j = 0; j < layout.k; ++j) {
-    sgd_update_all(model.weight + j * layout.d, momentum ? model.weight_momentum + j * layout.d : nullptr,
-                   totals.data() + j * layout.row_stride(), layout.d, 1, inv_n, first_step, s);
+  for (int64_t j = 0; j < layout.outputs; ++j) {
+    sgd_update_all(model.weight + j * layout.features, momentum ? model.weight_momentum + j * layout.features : nullptr,
+                   totals.data() + j * layout.per_output(), layout.features, 1, inv_n, first_step, s);
   }
   if (model.bias) {
-    sgd_update_all(model.bias, momentum ? model.bias_momentum : nullptr, totals.data() + layout.d, layout.k,
-                   layout.row_stride(), inv_n, first_step, s);
+    sgd_update_all(model.bias, momentum ? model.bias_momentum : nullptr, totals.data() + layout.features, layout.outputs,
+                   layout.per_output(), inv_n, first_step, s);
   }
-  return totals[layout.loss_index()] * inv_n;
+  return totals[layout.loss()] * inv_n;
 }
 
 }  // namespace
@@ -214,9 +205,9 @@ void DeviceKernels<c10::kCPU>::linreg_steps(const LinregTensors& t, const at::Te
     };
     const Model<scalar_t> model{t.weight.mutable_data_ptr<scalar_t>(), data_or_null(t.bias),
                                 data_or_null(t.weight_momentum), data_or_null(t.bias_momentum),
-                                SumLayout{t.X.size(1), t.weight.size(0)}};
+                                ParamSums{t.X.size(1), t.weight.size(0)}};
     Scratch<scalar_t, acc_t> scratch;
-    std::vector<acc_t> totals(static_cast<size_t>(model.layout.size()));
+    std::vector<acc_t> totals(static_cast<size_t>(model.layout.count_with_loss()));
     const SgdScalars<acc_t> s = sgd_scalars<acc_t>(args.lr, args.opt);
     const int64_t* row_ids = rows.defined() ? rows.const_data_ptr<int64_t>() : nullptr;
     const scalar_t* X_data = t.X.const_data_ptr<scalar_t>();
@@ -226,8 +217,8 @@ void DeviceKernels<c10::kCPU>::linreg_steps(const LinregTensors& t, const at::Te
       const int64_t begin = step * batch_size;
       const int64_t n = std::min(batch_size, total_rows - begin);
       const Batch<scalar_t> batch = row_ids ? Batch<scalar_t>{X_data, y_data, row_ids + begin, n}
-                                            : Batch<scalar_t>{X_data + begin * model.layout.d,
-                                                              y_data + begin * model.layout.k, nullptr, n};
+                                            : Batch<scalar_t>{X_data + begin * model.layout.features,
+                                                              y_data + begin * model.layout.outputs, nullptr, n};
       const acc_t loss = step_on_batch(batch, model, scratch, totals, args.is_first_step && step == 0, s);
       loss_out[step] = static_cast<scalar_t>(loss);
     }
@@ -239,9 +230,9 @@ void DeviceKernels<c10::kCPU>::linreg_grad(const LinregTensors& t, const at::Ten
   const int64_t d = t.X.size(1), k = t.weight.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.X.scalar_type(), "fused_linreg.linreg_grad", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const SumLayout layout{d, k};
+    const ParamSums layout{d, k};
     Scratch<scalar_t, acc_t> scratch;
-    std::vector<acc_t> totals(static_cast<size_t>(layout.size()));
+    std::vector<acc_t> totals(static_cast<size_t>(layout.count_with_loss()));
     const Batch<scalar_t> batch{t.X.const_data_ptr<scalar_t>(), t.y.const_data_ptr<scalar_t>(), nullptr, t.X.size(0)};
     const acc_t* W = values_as<acc_t>(t.weight.const_data_ptr<scalar_t>(), k * d, scratch.weight);
     const acc_t* b = values_as<acc_t>(t.bias ? t.bias->const_data_ptr<scalar_t>() : nullptr, k, scratch.bias);
@@ -249,11 +240,11 @@ void DeviceKernels<c10::kCPU>::linreg_grad(const LinregTensors& t, const at::Ten
     const acc_t inv_n = acc_t(1) / static_cast<acc_t>(batch.n);
     scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
     scalar_t* gb = grad_bias.mutable_data_ptr<scalar_t>();
-    for (int64_t j = 0; j < k; ++j) {
-      for (int64_t e = 0; e < d; ++e) gw[j * d + e] = static_cast<scalar_t>(totals[j * (d + 1) + e] * inv_n);
-      gb[j] = static_cast<scalar_t>(totals[j * (d + 1) + d] * inv_n);
+    for (int64_t e = 0; e < layout.count(); ++e) {
+      const int64_t j = layout.output_of(e), c = layout.column_of(e);
+      (layout.is_bias(e) ? gb[j] : gw[j * d + c]) = static_cast<scalar_t>(totals[e] * inv_n);
     }
-    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(totals[layout.loss_index()] * inv_n);
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(totals[layout.loss()] * inv_n);
   });
 }
 

@@ -14,6 +14,7 @@
 #include "kernel_utils.cuh"
 #include "kernels.h"
 #include "linear_shapes.h"
+#include "param_sums.h"
 
 namespace fused_linreg {
 namespace {
@@ -184,23 +185,18 @@ void launch_linear_backward_input(const at::Tensor& g2d, const at::Tensor& weigh
 
 // ------------------------------------------- grads of weight and bias
 
-// Sums are numbered as on the CPU: output o owns in + 1 of them, the weight
-// row's in sums and then the bias sum.
+// Writes each final sum (param_sums.h numbering) to its gradient.
 template <typename scalar_t>
 struct StoreParamGrads {
   scalar_t* grad_weight;
   scalar_t* grad_bias;
-  int64_t in;
+  ParamSums sums;
 
   template <typename acc_t>
-  __device__ void operator()(int64_t sum_index, acc_t total) const {
-    const int64_t o = sum_index / (in + 1);
-    const int64_t k = sum_index % (in + 1);
-    if (k == in) {
-      grad_bias[o] = static_cast<scalar_t>(total);
-    } else {
-      grad_weight[o * in + k] = static_cast<scalar_t>(total);
-    }
+  __device__ void operator()(int64_t e, acc_t total) const {
+    const int64_t o = sums.output_of(e);
+    (sums.is_bias(e) ? grad_bias[o] : grad_weight[o * sums.features + sums.column_of(e)]) =
+        static_cast<scalar_t>(total);
   }
 };
 
@@ -342,8 +338,8 @@ void launch_linear_param_grads(const at::Tensor& g2d, const at::Tensor& x2d, con
   const scalar_t* x = x2d.const_data_ptr<scalar_t>();
   const scalar_t* g = g2d.const_data_ptr<scalar_t>();
   const StoreParamGrads<scalar_t> store{grad_weight.mutable_data_ptr<scalar_t>(),
-                                        grad_bias.mutable_data_ptr<scalar_t>(), in};
-  const int64_t num_sums = out * (in + 1);
+                                        grad_bias.mutable_data_ptr<scalar_t>(), ParamSums{in, out}};
+  const int64_t num_sums = store.sums.count();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_max_out(out, [&](auto max_out) {
     constexpr int kMaxOut = decltype(max_out)::value;
