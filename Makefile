@@ -9,7 +9,7 @@ VENV ?= .venv
 TORCH ?= torch
 BENCH_ARGS ?=
 BIN := $(VENV)/bin
-SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h) setup.py pyproject.toml
+SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h) setup.py pyproject.toml
 
 .PHONY: install test bench demo clean sanitize sanitize-build
 

@@ -1,5 +1,6 @@
-"""Builds fused_linreg._C: C++ kernels from csrc/*.cpp and, when a CUDA toolkit and
-a CUDA build of torch are present, CUDA kernels from csrc/cuda/*.cu.
+"""Builds fused_linreg._C: the ops' fronts from csrc/*.cpp, their CPU kernels from
+csrc/cpu/*.cpp and, when a CUDA toolkit and a CUDA build of torch are present,
+their CUDA kernels from csrc/cuda/*.cu.
 
 Environment switches:
   FUSED_LINREG_CPU_ONLY=1   never build the CUDA kernels.
@@ -65,7 +66,7 @@ def cpu_isa_flags() -> list[str]:
 
 
 def extension():
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     sanitize = env_flag("FUSED_LINREG_SANITIZE")
     # Sanitized: -O1 and frame pointers give exact stack traces in the reports (and a faster build).
     sanitizers = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] if sanitize else []

@@ -1,173 +1,128 @@
-// CPU kernels of linear: forward, grad of the input, and grad of weight and
-// bias from one pass over x. Skinny weights (few outputs: regression heads)
-// get hand-written kernels bound by reading x once; wider layers are GEMMs,
-// where MKL/oneDNN through at::addmm / at::mm is already at the limit.
+// linear: y = x @ weight.T + bias, its input gradient, and the weight and bias
+// gradients from one pass over x. Skinny weights (few outputs: regression
+// heads, linear_shapes.h) go to our kernels, bound by reading x once; wider
+// layers are GEMMs, where the vendor BLAS (MKL/oneDNN, cuBLAS) through
+// at::addmm / at::mm is at the limit. One front for both devices (checks,
+// shapes, the GEMM and empty cases, contiguous inputs, outputs); the kernels
+// are in cpu/linear.cpp and cuda/linear.cu.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "checks.h"
-#include "cpu_rows.h"
+#include "kernels.h"
 #include "linear_shapes.h"
 
 namespace fused_linreg {
 namespace {
 
-using cpu::ceil_div;
-
-// Rows per parallel task: enough multiply-adds to amortise the task's cost.
-int64_t row_grain(int64_t work_per_row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(work_per_row, 1)); }
-
-template <typename scalar_t>
-void linear_forward_skinny(const at::Tensor& x2d, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias, at::Tensor& y2d) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t rows = x2d.size(0), in = x2d.size(1), out = weight.size(0);
-  const at::Tensor w_acc = weight.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
-  const at::Tensor b_acc = bias.has_value() ? bias->to(c10::CppTypeToScalarType<acc_t>::value).contiguous()
-                                            : at::zeros({out}, w_acc.options());
-  const scalar_t* x = x2d.const_data_ptr<scalar_t>();
-  const acc_t* w = w_acc.const_data_ptr<acc_t>();
-  const acc_t* b = b_acc.const_data_ptr<acc_t>();
-  scalar_t* y = y2d.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, rows, row_grain(in * out), [&](int64_t begin, int64_t end) {
-    acc_t dots[kSkinnyMaxOut];
-    for (int64_t i = begin; i < end; ++i) {
-      cpu::dot_all_rows(x + i * in, w, in, out, dots);
-      for (int64_t j = 0; j < out; ++j) y[i * out + j] = static_cast<scalar_t>(dots[j] + b[j]);
-    }
-  });
+// x (..., in), weight (out, in), bias (out).
+void check_linear_args(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "linear";
+  check_float_tensor(x, op, "x");
+  check_float_tensor(weight, op, "weight");
+  check_same_dtype_device(weight, x, op, "weight", "x");
+  TORCH_CHECK(x.dim() >= 1, "fused_linreg.linear: x must have at least 1 dimension, got a 0-dim tensor");
+  TORCH_CHECK(weight.dim() == 2, "fused_linreg.linear: weight must be 2-D (out_features, in_features), got shape ",
+              weight.sizes());
+  TORCH_CHECK(x.size(-1) == weight.size(1), "fused_linreg.linear: x has ", x.size(-1),
+              " features in its last dimension (shape ", x.sizes(), ") but weight expects ", weight.size(1),
+              " (shape ", weight.sizes(), ")");
+  if (bias.has_value() && bias->defined()) {
+    check_float_tensor(*bias, op, "bias");
+    check_same_dtype_device(*bias, x, op, "bias", "x");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "fused_linreg.linear: bias must have shape (",
+                weight.size(0), ",), got ", bias->sizes());
+  }
 }
 
-template <typename scalar_t>
-void linear_backward_input_skinny(const at::Tensor& grad2d, const at::Tensor& weight, at::Tensor& grad_x2d) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t rows = grad2d.size(0), out = weight.size(0), in = weight.size(1);
-  const at::Tensor w_acc = weight.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
-  const scalar_t* g = grad2d.const_data_ptr<scalar_t>();
-  const acc_t* w = w_acc.const_data_ptr<acc_t>();
-  const acc_t* w_rows[kSkinnyMaxOut];
-  for (int64_t j = 0; j < out; ++j) w_rows[j] = w + j * in;
-  scalar_t* gx = grad_x2d.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, rows, row_grain(in * out), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> row(static_cast<size_t>(in));
-    acc_t g_row[kSkinnyMaxOut];
-    for (int64_t i = begin; i < end; ++i) {
-      std::fill(row.begin(), row.end(), acc_t(0));
-      for (int64_t j = 0; j < out; ++j) g_row[j] = static_cast<acc_t>(g[i * out + j]);
-      cpu::add_scaled_rows(w_rows, g_row, out, in, row.data());
-      cpu::store_row(row.data(), in, gx + i * in);
-    }
-  });
+void check_linear_backward_input_args(const at::Tensor& grad_out, const at::Tensor& weight) {
+  constexpr const char* op = "linear_backward_input";
+  check_float_tensor(grad_out, op, "grad_out");
+  check_float_tensor(weight, op, "weight");
+  check_same_dtype_device(weight, grad_out, op, "weight", "grad_out");
+  TORCH_CHECK(weight.dim() == 2, "fused_linreg.linear_backward_input: weight must be 2-D, got shape ", weight.sizes());
+  TORCH_CHECK(grad_out.dim() >= 1 && grad_out.size(-1) == weight.size(0),
+              "fused_linreg.linear_backward_input: grad_out must have shape (..., ", weight.size(0), "), got ",
+              grad_out.sizes());
 }
 
-template <typename scalar_t>
-void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x2d, at::Tensor& grad_weight,
-                                   at::Tensor& grad_bias) {
-  using acc_t = at::opmath_type<scalar_t>;
-  using cpu::kRowBlock;
-  const int64_t rows = x2d.size(0), in = x2d.size(1), out = grad2d.size(1);
-  const int64_t row_stride = in + 1;  // each output's partial: in weight sums, then the bias sum
-  const int64_t chunks = cpu::row_chunks(rows, out * row_stride);
-  const int64_t rows_per_chunk = ceil_div(rows, chunks);
-  at::Tensor partials = at::zeros({chunks, out, row_stride}, x2d.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  const scalar_t* x = x2d.const_data_ptr<scalar_t>();
-  const scalar_t* g = grad2d.const_data_ptr<scalar_t>();
-  acc_t* part = partials.mutable_data_ptr<acc_t>();
-  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    const scalar_t* block_rows[kRowBlock];
-    acc_t g_block[kSkinnyMaxOut][kRowBlock];  // g_block[j][i]: grad of output j in row i of the block
-    acc_t bias_sums[kSkinnyMaxOut];           // advanced a row at a time for all outputs: k short chains of adds
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-      acc_t* chunk_part = part + c * out * row_stride;
-      const int64_t row_end = std::min(rows, (c + 1) * rows_per_chunk);
-      std::fill(bias_sums, bias_sums + out, acc_t(0));
-      for (int64_t first = c * rows_per_chunk; first < row_end; first += kRowBlock) {
-        const int64_t count = std::min(kRowBlock, row_end - first);
-        for (int64_t i = 0; i < count; ++i) {
-          block_rows[i] = x + (first + i) * in;
-          for (int64_t j = 0; j < out; ++j) {
-            g_block[j][i] = static_cast<acc_t>(g[(first + i) * out + j]);
-            bias_sums[j] += g_block[j][i];
-          }
-        }
-        cpu::add_outer_products(block_rows, &g_block[0][0], count, in, out, chunk_part, row_stride);
-      }
-      for (int64_t j = 0; j < out; ++j) chunk_part[j * row_stride + in] = bias_sums[j];
-    }
-  });
-  const int64_t sums = out * row_stride;
-  scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
-  scalar_t* gb = grad_bias.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, sums, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      acc_t total = 0;
-      for (int64_t c = 0; c < chunks; ++c) total += part[c * sums + e];
-      const int64_t j = e / row_stride, k = e % row_stride;
-      if (k == in) {
-        gb[j] = static_cast<scalar_t>(total);
-      } else {
-        gw[j * in + k] = static_cast<scalar_t>(total);
-      }
-    }
-  });
+void check_linear_backward_params_args(const at::Tensor& grad_out, const at::Tensor& x) {
+  constexpr const char* op = "linear_backward_params";
+  check_float_tensor(grad_out, op, "grad_out");
+  check_float_tensor(x, op, "x");
+  check_same_dtype_device(x, grad_out, op, "x", "grad_out");
+  TORCH_CHECK(x.dim() >= 1 && grad_out.dim() == x.dim() &&
+                  grad_out.sizes().slice(0, x.dim() - 1) == x.sizes().slice(0, x.dim() - 1),
+              "fused_linreg.linear_backward_params: grad_out (shape ", grad_out.sizes(), ") and x (shape ", x.sizes(),
+              ") must share their leading dimensions");
 }
 
-at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+template <c10::DeviceType kDevice>
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_linear_args(x, weight, bias);
-  const std::optional<at::Tensor> b = (bias.has_value() && bias->defined()) ? bias : std::nullopt;
+  const c10::OptionalDeviceGuard device_guard(x.device());
+  const std::optional<at::Tensor> b =
+      (bias.has_value() && bias->defined()) ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
   const at::Tensor x2d = rows_of(x);
   const int64_t out = weight.size(0);
-  if (!is_skinny(out)) {
-    // A GEMM: MKL/oneDNN with the bias folded in by addmm.
+  if (!own_kernels_take_weight(weight)) {
+    // A GEMM, with the bias folded in by addmm.
     at::Tensor y2d = b.has_value() ? at::addmm(*b, x2d, weight.t()) : at::mm(x2d, weight.t());
     return y2d.view(output_shape(x, out));
   }
-  at::Tensor y2d = at::empty({x2d.size(0), out}, x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.linear", [&] {
-    linear_forward_skinny<scalar_t>(x2d, weight, b, y2d);
-  });
+  at::Tensor y2d = at::empty({x2d.size(0), out}, x2d.options());
+  if (y2d.numel() > 0) DeviceKernels<kDevice>::linear_forward(x2d, weight.contiguous(), b, y2d);
   return y2d.view(output_shape(x, out));
 }
 
-at::Tensor linear_backward_input_cpu(const at::Tensor& grad_out, const at::Tensor& weight) {
+template <c10::DeviceType kDevice>
+at::Tensor linear_backward_input(const at::Tensor& grad_out, const at::Tensor& weight) {
   check_linear_backward_input_args(grad_out, weight);
+  const c10::OptionalDeviceGuard device_guard(grad_out.device());
   const at::Tensor g2d = rows_of(grad_out);
-  const int64_t in = weight.size(1);
-  if (!is_skinny(weight.size(0))) {
-    return at::mm(g2d, weight).view(output_shape(grad_out, in));  // a GEMM: MKL/oneDNN
+  const int64_t out = weight.size(0), in = weight.size(1);
+  if (!own_kernels_take_weight(weight)) {
+    return at::mm(g2d, weight).view(output_shape(grad_out, in));  // a GEMM
   }
-  at::Tensor grad_x2d = at::empty({g2d.size(0), in}, grad_out.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(),
-                                  "fused_linreg.linear_backward_input", [&] {
-                                    linear_backward_input_skinny<scalar_t>(g2d, weight, grad_x2d);
-                                  });
+  if (out == 0) return at::zeros({g2d.size(0), in}, g2d.options()).view(output_shape(grad_out, in));
+  at::Tensor grad_x2d = at::empty({g2d.size(0), in}, g2d.options());
+  if (grad_x2d.numel() > 0) DeviceKernels<kDevice>::linear_backward_input(g2d, weight.contiguous(), grad_x2d);
   return grad_x2d.view(output_shape(grad_out, in));
 }
 
-std::tuple<at::Tensor, at::Tensor> linear_backward_params_cpu(const at::Tensor& grad_out, const at::Tensor& x) {
+template <c10::DeviceType kDevice>
+std::tuple<at::Tensor, at::Tensor> linear_backward_params(const at::Tensor& grad_out, const at::Tensor& x) {
   check_linear_backward_params_args(grad_out, x);
+  const c10::OptionalDeviceGuard device_guard(x.device());
   const at::Tensor g2d = rows_of(grad_out);
   const at::Tensor x2d = rows_of(x);
-  const int64_t out = g2d.size(1), in = x2d.size(1);
-  if (!is_skinny(out)) {
-    // A GEMM (MKL/oneDNN) and a column sum.
-    return {at::mm(g2d.t(), x2d), g2d.sum(0)};
+  const int64_t rows = x2d.size(0), out = g2d.size(1), in = x2d.size(1);
+  if (out > skinny_max_out(x.device())) {
+    return {at::mm(g2d.t(), x2d), g2d.sum(0)};  // a GEMM and a column sum
   }
-  at::Tensor grad_weight = at::empty({out, in}, x.options());
-  at::Tensor grad_bias = at::empty({out}, x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.linear_backward_params",
-                                  [&] { linear_backward_params_skinny<scalar_t>(g2d, x2d, grad_weight, grad_bias); });
+  if (rows == 0 || out == 0) return {at::zeros({out, in}, x2d.options()), at::zeros({out}, x2d.options())};
+  at::Tensor grad_weight = at::empty({out, in}, x2d.options());
+  at::Tensor grad_bias = at::empty({out}, x2d.options());
+  DeviceKernels<kDevice>::linear_backward_params(g2d, x2d, grad_weight, grad_bias);
   return {grad_weight, grad_bias};
+}
+
+template <c10::DeviceType kDevice>
+void register_linear(torch::Library& m) {
+  m.impl("linear", &linear<kDevice>);
+  m.impl("linear_backward_input", &linear_backward_input<kDevice>);
+  m.impl("linear_backward_params", &linear_backward_params<kDevice>);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) {
-  m.impl("linear", &linear_cpu);
-  m.impl("linear_backward_input", &linear_backward_input_cpu);
-  m.impl("linear_backward_params", &linear_backward_params_cpu);
-}
+TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) { register_linear<c10::kCPU>(m); }
+
+#ifdef FUSED_LINREG_WITH_CUDA
+TORCH_LIBRARY_IMPL(fused_linreg, CUDA, m) { register_linear<c10::kCUDA>(m); }
+#endif
 
 }  // namespace fused_linreg

@@ -1,4 +1,4 @@
-// Shape rules of linear shared by the CPU and CUDA wrappers.
+// Shape rules of linear (its front, linear.cpp, and the kernels of both devices).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,7 +16,20 @@ namespace fused_linreg {
 constexpr int64_t kSkinnyMaxOut = 16;
 constexpr int64_t kCudaSkinnyMaxOut = 4;
 
-inline bool is_skinny(int64_t out_features) { return out_features <= kSkinnyMaxOut; }
+// On CUDA the forward and input-grad kernels read the weight through the L1
+// cache once per row, which stays cheap while the weight fits there beside the
+// streamed x; a larger one goes to cuBLAS. (The param-grad kernel reads none.)
+constexpr int64_t kCudaMaxOwnKernelWeightBytes = 64 * 1024;
+
+inline int64_t skinny_max_out(const c10::Device& device) {
+  return device.is_cuda() ? kCudaSkinnyMaxOut : kSkinnyMaxOut;
+}
+
+// Whether linear's forward and input-grad kernels take this weight (else a GEMM).
+inline bool own_kernels_take_weight(const at::Tensor& weight) {
+  return weight.size(0) <= skinny_max_out(weight.device()) &&
+         (!weight.is_cuda() || weight.numel() * weight.element_size() <= kCudaMaxOwnKernelWeightBytes);
+}
 
 // (..., features) -> contiguous (rows, features).
 inline at::Tensor rows_of(const at::Tensor& t) {

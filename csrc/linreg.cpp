@@ -1,346 +1,219 @@
-// CPU kernels of the fused linear-regression ops: linreg_grad, linreg_step_ and
-// linreg_epoch_. One pass over the rows of X computes each row's residual
-// r = W x + b - y and, while the row is in L1, adds its share of the loss and
-// of both gradients. The update then runs on the small (k, d) parameters.
-// The epoch op runs exactly the step's code once per minibatch, so the two are
-// bitwise identical.
+// The fused linear-regression ops: linreg_grad (the loss and both gradients),
+// linreg_step_ (one SGD step in place) and linreg_epoch_ (a whole epoch of
+// steps), each from one pass over the minibatch's rows of X per step. The
+// loss is the book's, (1/n) * sum_i 0.5 * ||x_i W^T + b - y_i||^2, and the
+// update torch.optim.SGD's. One front for both devices (checks, contiguous
+// inputs and working copies of the written tensors, outputs, write-back);
+// the kernels are in cpu/linreg.cpp and cuda/linreg.cu.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
-#include <vector>
+#include <array>
+#include <tuple>
 
 #include "checks.h"
-#include "cpu_rows.h"
-#include "sgd_math.h"
+#include "kernels.h"
+#include "working_copies.h"
 
 namespace fused_linreg {
 namespace {
 
-// Per output j the sums are laid out as d weight-gradient sums then the bias
-// sum; the loss sum comes last.
-struct SumLayout {
-  int64_t d;
-  int64_t k;
-  int64_t row_stride() const { return d + 1; }
-  int64_t loss_index() const { return k * row_stride(); }
-  int64_t size() const { return loss_index() + 1; }
-};
-
-template <typename scalar_t>
-struct Batch {
-  const scalar_t* X;
-  const scalar_t* y;
-  const int64_t* rows;  // row numbers of the minibatch, or nullptr for rows 0..n-1
-  int64_t n;
-};
-
-// A block of rows, their k dot products and residuals, and the sums that run
-// over all rows per output. Those sums advance one row at a time for all k
-// outputs together: k independent chains of adds, not one long chain per output.
-template <typename scalar_t, typename acc_t>
-struct BlockScratch {
-  int64_t row_ids[cpu::kRowBlock];
-  const scalar_t* x[cpu::kRowBlock];  // the block's rows where they lie
-  const acc_t* x_acc[cpu::kRowBlock];  // or converted to float (see accumulate_rows)
-  std::vector<acc_t> converted;
-  std::vector<acc_t> dots;       // one row's k dot products
-  std::vector<acc_t> residuals;  // residuals[j * kRowBlock + i]: output j of row i
-  std::vector<acc_t> bias_sums;  // per output: sum of its residuals
-  std::vector<acc_t> losses;     // per output: sum of half its squared residuals
-};
-
-template <typename scalar_t, typename acc_t>
-struct Scratch {
-  BlockScratch<scalar_t, acc_t> block;
-  std::vector<acc_t> partials;
-  std::vector<acc_t> weight;  // float copies of the parameters for the half types
-  std::vector<acc_t> bias;
-};
-
-// The residuals of the block's rows x[0..count), their loss and bias sums, and
-// their share of the weight-gradient sums.
-template <typename scalar_t, typename acc_t, typename row_t>
-void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64_t count, const SumLayout& layout,
-                      const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
-  const int64_t d = layout.d, k = layout.k;
-  acc_t* dots = block.dots.data();
-  acc_t* residuals = block.residuals.data();
-  acc_t* bias_sums = block.bias_sums.data();
-  acc_t* losses = block.losses.data();
-  for (int64_t i = 0; i < count; ++i) {
-    cpu::dot_all_rows(x[i], W, d, k, dots);
-    const scalar_t* y = batch.y + block.row_ids[i] * k;
-    for (int64_t j = 0; j < k; ++j) {
-      const acc_t r = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
-      residuals[j * cpu::kRowBlock + i] = r;
-      bias_sums[j] += r;
-      losses[j] += acc_t(0.5) * r * r;
-    }
+// X (n, d), y (n) or (n, k), weight (k, d), bias (k).
+void check_linreg_args(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, const char* op) {
+  check_float_tensor(X, op, "X");
+  check_float_tensor(y, op, "y");
+  check_float_tensor(weight, op, "weight");
+  check_same_dtype_device(y, X, op, "y", "X");
+  check_same_dtype_device(weight, X, op, "weight", "X");
+  TORCH_CHECK(X.dim() == 2, "fused_linreg.", op, ": X must be 2-D (n, d), got shape ", X.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == X.size(1), "fused_linreg.", op, ": weight must have shape (k, ",
+              X.size(1), ") to match X (shape ", X.sizes(), "), got ", weight.sizes());
+  const int64_t k = weight.size(0);
+  const bool y_fits = (y.dim() == 2 && y.size(0) == X.size(0) && y.size(1) == k) ||
+                      (y.dim() == 1 && y.size(0) == X.size(0) && k == 1);
+  TORCH_CHECK(y_fits, "fused_linreg.", op, ": y must have shape (", X.size(0), ", ", k, ")", k == 1 ? " or (n,)" : "",
+              " to match X (shape ", X.sizes(), ") and weight (shape ", weight.sizes(), "), got ", y.sizes());
+  if (bias.has_value() && bias->defined()) {
+    check_float_tensor(*bias, op, "bias");
+    check_same_dtype_device(*bias, X, op, "bias", "X");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == k, "fused_linreg.", op, ": bias must have shape (", k,
+                ",), got ", bias->sizes());
   }
-  cpu::add_outer_products(x, residuals, count, d, k, sums, layout.row_stride());
 }
 
-template <typename scalar_t, typename acc_t>
-void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const SumLayout& layout,
-                     const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
-  using cpu::kRowBlock;
-  const int64_t d = layout.d, k = layout.k;
-  block.dots.resize(static_cast<size_t>(k));
-  block.residuals.resize(static_cast<size_t>(k * kRowBlock));
-  block.bias_sums.resize(static_cast<size_t>(k));
-  block.losses.assign(static_cast<size_t>(k), acc_t(0));
-  for (int64_t j = 0; j < k; ++j) block.bias_sums[j] = sums[j * layout.row_stride() + d];
-  // Half and bfloat16 rows: with one output they are read in place (converted
-  // in registers); with several each row is read twice per output group, and
-  // converting the block once into float is faster.
-  const bool convert_block = !std::is_same_v<scalar_t, acc_t> && k > 1;
-  if (convert_block) block.converted.resize(static_cast<size_t>(kRowBlock * d));
-  for (int64_t first = begin; first < end; first += kRowBlock) {
-    const int64_t count = std::min(kRowBlock, end - first);
-    for (int64_t i = 0; i < count; ++i) {
-      block.row_ids[i] = batch.rows ? batch.rows[first + i] : first + i;
-      block.x[i] = batch.X + block.row_ids[i] * d;
-    }
-    if (convert_block) {
-      for (int64_t i = 0; i < count; ++i) {
-        acc_t* converted = block.converted.data() + i * d;
-        cpu::convert_to_acc(block.x[i], d, converted);
-        block.x_acc[i] = converted;
-      }
-      accumulate_block(batch, block.x_acc, count, layout, W, b, sums, block);
-    } else {
-      accumulate_block(batch, block.x, count, layout, W, b, sums, block);
-    }
-  }
-  acc_t loss = 0;
-  for (int64_t j = 0; j < k; ++j) {
-    sums[j * layout.row_stride() + d] = block.bias_sums[j];
-    loss += block.losses[j];
-  }
-  sums[layout.loss_index()] += loss;
+// linreg_grad and linreg_step_ use every row of X (an epoch, the rows its indices name).
+void check_has_rows(const at::Tensor& X, const char* op) {
+  TORCH_CHECK(X.size(0) >= 1, "fused_linreg.", op, ": X has no rows (the loss of an empty batch is undefined)");
 }
 
-// totals = the loss and gradient sums over the whole batch (not yet divided by n).
-template <typename scalar_t, typename acc_t>
-void batch_sums(const Batch<scalar_t>& batch, const SumLayout& layout, const acc_t* W, const acc_t* b,
-                Scratch<scalar_t, acc_t>& scratch, acc_t* totals) {
-  const int64_t width = layout.size();
-  const int64_t chunks = cpu::row_chunks(batch.n, width);
-  std::fill(totals, totals + width, acc_t(0));
-  if (chunks == 1) {
-    accumulate_rows(batch, 0, batch.n, layout, W, b, totals, scratch.block);
+void check_momentum_buffer(const std::optional<at::Tensor>& buffer, const at::Tensor& param, const char* op,
+                           const char* arg) {
+  TORCH_CHECK(buffer.has_value() && buffer->defined(), "fused_linreg.", op, ": ", arg,
+              " is required when momentum != 0");
+  TORCH_CHECK(buffer->layout() == at::kStrided && buffer->scalar_type() == param.scalar_type() &&
+                  buffer->device() == param.device() && buffer->sizes() == param.sizes(),
+              "fused_linreg.", op, ": ", arg, " (", buffer->scalar_type(), ", ", buffer->device(), ", shape ",
+              buffer->sizes(), ") must match its parameter (", param.scalar_type(), ", ", param.device(), ", shape ",
+              param.sizes(), ")");
+}
+
+void check_update_args(const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       const std::optional<at::Tensor>& weight_momentum,
+                       const std::optional<at::Tensor>& bias_momentum, const StepArgs& args, const char* op) {
+  check_lr(args.lr, op);
+  check_sgd_options(args.opt, op);
+  if (args.opt.momentum != 0.0) {
+    check_momentum_buffer(weight_momentum, weight, op, "weight_momentum");
+    if (bias.has_value() && bias->defined()) check_momentum_buffer(bias_momentum, *bias, op, "bias_momentum");
+  }
+}
+
+// The steps write weight, bias and, with momentum, the buffers; they read X, y
+// and the epoch's indices (undefined for a step) meanwhile: the epoch reads
+// each minibatch after the previous update.
+void check_no_overlap_of_updates(const at::Tensor& X, const at::Tensor& y, const at::Tensor& indices,
+                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                 const std::optional<at::Tensor>& weight_momentum,
+                                 const std::optional<at::Tensor>& bias_momentum, double momentum, const char* op) {
+  const at::Tensor none;
+  const auto or_none = [&](const std::optional<at::Tensor>& t) { return t.has_value() ? &*t : &none; };
+  const bool buffers_written = momentum != 0.0;
+  check_no_overlap({{&X, "X", -1, false},
+                    {&y, "y", -1, false},
+                    {&indices, "indices", -1, false},
+                    {&weight, "weight", -1, true},
+                    {or_none(bias), "bias", -1, true},
+                    {or_none(weight_momentum), "weight_momentum", -1, buffers_written},
+                    {or_none(bias_momentum), "bias_momentum", -1, buffers_written}},
+                   op);
+}
+
+// indices: int64 (m,) on X's device.
+void check_epoch_indices(const at::Tensor& indices, const at::Tensor& X, int64_t batch_size) {
+  TORCH_CHECK(batch_size >= 1, "fused_linreg.linreg_epoch_: batch_size must be >= 1, got ", batch_size);
+  TORCH_CHECK(indices.scalar_type() == at::kLong && indices.dim() == 1, "fused_linreg.linreg_epoch_: indices must be ",
+              "a 1-D int64 tensor, got ", indices.scalar_type(), " of shape ", indices.sizes());
+  TORCH_CHECK(indices.device() == X.device(), "fused_linreg.linreg_epoch_: indices is on ", indices.device(),
+              " but X is on ", X.device());
+  TORCH_CHECK(indices.numel() >= 1, "fused_linreg.linreg_epoch_: indices is empty (an epoch needs at least one row)");
+}
+
+// Every entry of the contiguous int64 `rows` is a row of X (num_rows rows); the
+// error names the first one that is not. On a GPU one reduction decides (a
+// host sync per epoch: an out-of-range row must raise before anything is
+// written); only a failing check copies the rows to the host, to name the row.
+void check_rows_in_range(const at::Tensor& rows, int64_t num_rows) {
+  if (!rows.is_cpu()) {
+    if (at::logical_and(rows >= 0, rows < num_rows).all().item<bool>()) return;
+    check_rows_in_range(rows.cpu(), num_rows);
     return;
   }
-  const int64_t rows_per_chunk = cpu::ceil_div(batch.n, chunks);
-  scratch.partials.assign(static_cast<size_t>(chunks * width), acc_t(0));
-  acc_t* partials = scratch.partials.data();
-  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    BlockScratch<scalar_t, acc_t> block;
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-      accumulate_rows(batch, c * rows_per_chunk, std::min(batch.n, (c + 1) * rows_per_chunk), layout, W, b,
-                      partials + c * width, block);
-    }
-  });
-  for (int64_t c = 0; c < chunks; ++c) {
-    for (int64_t e = 0; e < width; ++e) totals[e] += partials[c * width + e];
+  const int64_t* ids = rows.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < rows.numel(); ++i) {
+    TORCH_CHECK(ids[i] >= 0 && ids[i] < num_rows, "fused_linreg.linreg_epoch_: indices[", i, "] = ", ids[i],
+                " is out of range for X with ", num_rows, " rows");
   }
 }
 
-// The model's parameters and momentum buffers, contiguous, updated in place.
-template <typename scalar_t>
-struct Model {
-  scalar_t* weight;
-  scalar_t* bias;  // nullptr without a bias
-  scalar_t* weight_momentum;
-  scalar_t* bias_momentum;
-  SumLayout layout;
-};
-
-// `count` values at p as acc_t: p itself when the types agree, else a float copy.
-template <typename acc_t, typename scalar_t>
-const acc_t* values_as(const scalar_t* p, int64_t count, std::vector<acc_t>& storage) {
-  if (p == nullptr) return nullptr;
-  return cpu::row_as<acc_t>(p, count, storage);
+std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
-template <typename scalar_t, typename acc_t>
-void sgd_update_all(scalar_t* param, scalar_t* buf, const acc_t* grad_sum, int64_t count, int64_t stride,
-                    acc_t inv_n, bool first_step, const SgdScalars<acc_t>& s) {
-  for (int64_t e = 0; e < count; ++e) {
-    acc_t b = buf && !first_step ? static_cast<acc_t>(buf[e]) : acc_t(0);
-    param[e] = static_cast<scalar_t>(sgd_update(static_cast<acc_t>(param[e]), grad_sum[e * stride] * inv_n, b,
-                                                first_step, s));
-    if (buf) buf[e] = static_cast<scalar_t>(b);
-  }
+std::optional<at::Tensor> contiguous_or_none(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
 }
 
-// One step on one minibatch; returns the minibatch loss before the update.
-template <typename scalar_t>
-at::opmath_type<scalar_t> step_on_batch(const Batch<scalar_t>& batch, const Model<scalar_t>& model,
-                                        Scratch<scalar_t, at::opmath_type<scalar_t>>& scratch,
-                                        std::vector<at::opmath_type<scalar_t>>& totals, bool first_step,
-                                        const SgdScalars<at::opmath_type<scalar_t>>& s) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const SumLayout& layout = model.layout;
-  const acc_t* W = values_as<acc_t>(model.weight, layout.k * layout.d, scratch.weight);
-  const acc_t* b = values_as<acc_t>(model.bias, layout.k, scratch.bias);
-  batch_sums(batch, layout, W, b, scratch, totals.data());
-  const acc_t inv_n = acc_t(1) / static_cast<acc_t>(batch.n);
-  const bool momentum = s.momentum != acc_t(0);
-  for (int64_t j = 0; j < layout.k; ++j) {
-    sgd_update_all(model.weight + j * layout.d, momentum ? model.weight_momentum + j * layout.d : nullptr,
-                   totals.data() + j * layout.row_stride(), layout.d, 1, inv_n, first_step, s);
-  }
-  if (model.bias) {
-    sgd_update_all(model.bias, momentum ? model.bias_momentum : nullptr, totals.data() + layout.d, layout.k,
-                   layout.row_stride(), inv_n, first_step, s);
-  }
-  return totals[layout.loss_index()] * inv_n;
+at::Tensor or_undefined(const std::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
+
+template <c10::DeviceType kDevice>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linreg_grad(const at::Tensor& X, const at::Tensor& y,
+                                                           const at::Tensor& weight,
+                                                           const std::optional<at::Tensor>& bias) {
+  check_linreg_args(X, y, weight, bias, "linreg_grad");
+  check_has_rows(X, "linreg_grad");
+  const c10::OptionalDeviceGuard device_guard(X.device());
+  const LinregTensors t{X.contiguous(), y.contiguous(), weight.contiguous(), contiguous_or_none(bias), std::nullopt,
+                        std::nullopt};
+  const int64_t d = X.size(1), k = weight.size(0);
+  at::Tensor loss = at::empty({}, X.options());
+  at::Tensor grad_weight = at::empty({k, d}, X.options());
+  at::Tensor grad_bias = at::empty({k}, X.options());
+  DeviceKernels<kDevice>::linreg_grad(t, loss, grad_weight, grad_bias);
+  return {loss, grad_weight, grad_bias};
 }
 
-// Contiguous working copies of the in-place arguments, written back on finish().
-class InPlace {
- public:
-  explicit InPlace(const std::optional<at::Tensor>& t)
-      : original_(t.has_value() && t->defined() ? *t : at::Tensor()),
-        work_(original_.defined() ? original_.contiguous() : at::Tensor()) {}
-  template <typename scalar_t>
-  scalar_t* data() {
-    return work_.defined() ? work_.mutable_data_ptr<scalar_t>() : nullptr;
-  }
-  void finish() {
-    if (work_.defined() && !work_.is_same(original_)) original_.copy_(work_);
-  }
-
- private:
-  at::Tensor original_;
-  at::Tensor work_;
-};
-
-struct StepArgs {
-  double lr;
-  SgdOptions opt;
-  bool is_first_step;
-};
-
-template <typename scalar_t>
-SgdScalars<at::opmath_type<scalar_t>> sgd_scalars(const StepArgs& a) {
-  using acc_t = at::opmath_type<scalar_t>;
-  return {static_cast<acc_t>(a.lr), static_cast<acc_t>(a.opt.weight_decay), static_cast<acc_t>(a.opt.momentum),
-          static_cast<acc_t>(a.opt.dampening), a.opt.nesterov, a.opt.maximize};
-}
-
-// Runs steps over consecutive slices of `rows` (or of 0..n-1 when rows is
-// undefined) and returns their losses.
+// Steps over consecutive minibatches of `rows` (undefined: one step over all
+// rows of X), on contiguous working copies of the written tensors. Returns the
+// per-step losses.
+template <c10::DeviceType kDevice>
 at::Tensor run_steps(const at::Tensor& X, const at::Tensor& y, const at::Tensor& rows, int64_t batch_size,
                      const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                      const std::optional<at::Tensor>& weight_momentum,
                      const std::optional<at::Tensor>& bias_momentum, const StepArgs& args) {
-  const at::Tensor Xc = X.contiguous();
-  const at::Tensor yc = y.contiguous();
+  const c10::OptionalDeviceGuard device_guard(X.device());
   const int64_t total_rows = rows.defined() ? rows.numel() : X.size(0);
-  const int64_t steps = cpu::ceil_div(total_rows, batch_size);
-  at::Tensor losses = at::empty({steps}, X.options());
+  at::Tensor losses = at::empty({(total_rows + batch_size - 1) / batch_size}, X.options());
   const bool momentum = args.opt.momentum != 0.0;
-  InPlace w(weight), b(bias), wm(momentum ? weight_momentum : std::nullopt),
-      bm(momentum ? bias_momentum : std::nullopt);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, X.scalar_type(), "fused_linreg.linreg_step_", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const Model<scalar_t> model{w.data<scalar_t>(), b.data<scalar_t>(), wm.data<scalar_t>(), bm.data<scalar_t>(),
-                                SumLayout{X.size(1), weight.size(0)}};
-    Scratch<scalar_t, acc_t> scratch;
-    std::vector<acc_t> totals(static_cast<size_t>(model.layout.size()));
-    const SgdScalars<acc_t> s = sgd_scalars<scalar_t>(args);
-    const int64_t* row_ids = rows.defined() ? rows.const_data_ptr<int64_t>() : nullptr;
-    scalar_t* loss_out = losses.mutable_data_ptr<scalar_t>();
-    for (int64_t step = 0; step < steps; ++step) {
-      const int64_t begin = step * batch_size;
-      const int64_t n = std::min(batch_size, total_rows - begin);
-      const scalar_t* X_data = Xc.const_data_ptr<scalar_t>();
-      const scalar_t* y_data = yc.const_data_ptr<scalar_t>();
-      const Batch<scalar_t> batch = row_ids ? Batch<scalar_t>{X_data, y_data, row_ids + begin, n}
-                                            : Batch<scalar_t>{X_data + begin * model.layout.d,
-                                                              y_data + begin * model.layout.k, nullptr, n};
-      const acc_t loss = step_on_batch(batch, model, scratch, totals, args.is_first_step && step == 0, s);
-      loss_out[step] = static_cast<scalar_t>(loss);
-    }
-  });
-  w.finish();
-  b.finish();
-  wm.finish();
-  bm.finish();
+  const std::array<at::Tensor, 4> written{weight, or_undefined(bias),
+                                          momentum ? or_undefined(weight_momentum) : at::Tensor(),
+                                          momentum ? or_undefined(bias_momentum) : at::Tensor()};
+  const WorkingCopies copies(written, /*written=*/true);
+  const at::TensorList work = copies.tensors();
+  const LinregTensors t{X.contiguous(), y.contiguous(), work[0], defined_or_none(work[1]), defined_or_none(work[2]),
+                        defined_or_none(work[3])};
+  DeviceKernels<kDevice>::linreg_steps(t, rows, batch_size, args, losses);
+  copies.copy_back();
   return losses;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linreg_grad_cpu(const at::Tensor& X, const at::Tensor& y,
-                                                               const at::Tensor& weight,
-                                                               const std::optional<at::Tensor>& bias) {
-  check_linreg_args(X, y, weight, bias, "linreg_grad");
-  TORCH_CHECK(X.size(0) >= 1, "fused_linreg.linreg_grad: X has no rows (the loss of an empty batch is undefined)");
-  const int64_t d = X.size(1), k = weight.size(0);
-  const at::Tensor Xc = X.contiguous(), yc = y.contiguous(), wc = weight.contiguous();
-  const std::optional<at::Tensor> bc =
-      bias.has_value() && bias->defined() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
-  at::Tensor loss = at::empty({}, X.options());
-  at::Tensor grad_weight = at::empty({k, d}, X.options());
-  at::Tensor grad_bias = at::empty({k}, X.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, X.scalar_type(), "fused_linreg.linreg_grad", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const SumLayout layout{d, k};
-    Scratch<scalar_t, acc_t> scratch;
-    std::vector<acc_t> totals(static_cast<size_t>(layout.size()));
-    const Batch<scalar_t> batch{Xc.const_data_ptr<scalar_t>(), yc.const_data_ptr<scalar_t>(), nullptr, X.size(0)};
-    const acc_t* W = values_as<acc_t>(wc.const_data_ptr<scalar_t>(), k * d, scratch.weight);
-    const acc_t* b = values_as<acc_t>(bc ? bc->const_data_ptr<scalar_t>() : nullptr, k, scratch.bias);
-    batch_sums(batch, layout, W, b, scratch, totals.data());
-    const acc_t inv_n = acc_t(1) / static_cast<acc_t>(batch.n);
-    scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
-    scalar_t* gb = grad_bias.mutable_data_ptr<scalar_t>();
-    for (int64_t j = 0; j < k; ++j) {
-      for (int64_t e = 0; e < d; ++e) gw[j * d + e] = static_cast<scalar_t>(totals[j * (d + 1) + e] * inv_n);
-      gb[j] = static_cast<scalar_t>(totals[j * (d + 1) + d] * inv_n);
-    }
-    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(totals[layout.loss_index()] * inv_n);
-  });
-  return {loss, grad_weight, grad_bias};
-}
-
-at::Tensor linreg_step_cpu(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& weight_momentum,
-                           const std::optional<at::Tensor>& bias_momentum, bool is_first_step, double lr,
-                           double weight_decay, double momentum, double dampening, bool nesterov, bool maximize) {
+template <c10::DeviceType kDevice>
+at::Tensor linreg_step_(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& weight_momentum,
+                        const std::optional<at::Tensor>& bias_momentum, bool is_first_step, double lr,
+                        double weight_decay, double momentum, double dampening, bool nesterov, bool maximize) {
   const StepArgs args{lr, {weight_decay, momentum, dampening, nesterov, maximize}, is_first_step};
   check_linreg_args(X, y, weight, bias, "linreg_step_");
-  check_linreg_update_args(weight, bias, weight_momentum, bias_momentum, lr, args.opt, "linreg_step_");
-  check_linreg_no_overlap(X, y, at::Tensor(), weight, bias, weight_momentum, bias_momentum, momentum, "linreg_step_");
-  TORCH_CHECK(X.size(0) >= 1, "fused_linreg.linreg_step_: X has no rows (the loss of an empty batch is undefined)");
-  return run_steps(X, y, at::Tensor(), X.size(0), weight, bias, weight_momentum, bias_momentum, args).squeeze(0);
+  check_update_args(weight, bias, weight_momentum, bias_momentum, args, "linreg_step_");
+  check_no_overlap_of_updates(X, y, at::Tensor(), weight, bias, weight_momentum, bias_momentum, momentum,
+                              "linreg_step_");
+  check_has_rows(X, "linreg_step_");
+  return run_steps<kDevice>(X, y, at::Tensor(), X.size(0), weight, bias, weight_momentum, bias_momentum, args)
+      .squeeze(0);
 }
 
-at::Tensor linreg_epoch_cpu(const at::Tensor& X, const at::Tensor& y, const at::Tensor& indices, int64_t batch_size,
-                            const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                            const std::optional<at::Tensor>& weight_momentum,
-                            const std::optional<at::Tensor>& bias_momentum, bool is_first_step, double lr,
-                            double weight_decay, double momentum, double dampening, bool nesterov, bool maximize) {
+template <c10::DeviceType kDevice>
+at::Tensor linreg_epoch_(const at::Tensor& X, const at::Tensor& y, const at::Tensor& indices, int64_t batch_size,
+                         const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                         const std::optional<at::Tensor>& weight_momentum,
+                         const std::optional<at::Tensor>& bias_momentum, bool is_first_step, double lr,
+                         double weight_decay, double momentum, double dampening, bool nesterov, bool maximize) {
   const StepArgs args{lr, {weight_decay, momentum, dampening, nesterov, maximize}, is_first_step};
   check_linreg_args(X, y, weight, bias, "linreg_epoch_");
-  check_linreg_update_args(weight, bias, weight_momentum, bias_momentum, lr, args.opt, "linreg_epoch_");
+  check_update_args(weight, bias, weight_momentum, bias_momentum, args, "linreg_epoch_");
   check_epoch_indices(indices, X, batch_size);
-  check_linreg_no_overlap(X, y, indices, weight, bias, weight_momentum, bias_momentum, momentum, "linreg_epoch_");
+  check_no_overlap_of_updates(X, y, indices, weight, bias, weight_momentum, bias_momentum, momentum,
+                              "linreg_epoch_");
+  const c10::OptionalDeviceGuard device_guard(X.device());
   const at::Tensor rows = indices.contiguous();
-  check_epoch_rows_in_range(rows, X.size(0));
-  return run_steps(X, y, rows, batch_size, weight, bias, weight_momentum, bias_momentum, args);
+  check_rows_in_range(rows, X.size(0));
+  return run_steps<kDevice>(X, y, rows, batch_size, weight, bias, weight_momentum, bias_momentum, args);
+}
+
+template <c10::DeviceType kDevice>
+void register_linreg(torch::Library& m) {
+  m.impl("linreg_grad", &linreg_grad<kDevice>);
+  m.impl("linreg_step_", &linreg_step_<kDevice>);
+  m.impl("linreg_epoch_", &linreg_epoch_<kDevice>);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) {
-  m.impl("linreg_grad", &linreg_grad_cpu);
-  m.impl("linreg_step_", &linreg_step_cpu);
-  m.impl("linreg_epoch_", &linreg_epoch_cpu);
-}
+TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) { register_linreg<c10::kCPU>(m); }
+
+#ifdef FUSED_LINREG_WITH_CUDA
+TORCH_LIBRARY_IMPL(fused_linreg, CUDA, m) { register_linreg<c10::kCUDA>(m); }
+#endif
 
 }  // namespace fused_linreg

@@ -1,171 +1,128 @@
-// CPU kernels of the squared losses: the book's squared_loss, 0.5 * (x - t)^2,
-// and F.mse_loss, (x - t)^2, with reductions none / sum / mean. Both are one
-// kernel with a coefficient. Sums run over fixed-size chunks whose partial
-// sums are added in chunk order: bitwise identical for any thread count.
+// The squared losses: the book's squared_loss, 0.5 * (x - t)^2, and
+// F.mse_loss, (x - t)^2, with reductions none / sum / mean, and their backward
+// ops. One front for both devices (checks, target reshaped to input's shape,
+// contiguous inputs, the outputs and the empty case); the kernels are in
+// cpu/loss.cpp and cuda/loss.cu.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <string_view>
 
 #include "checks.h"
-#include "cpu_rows.h"
+#include "kernels.h"
 
 namespace fused_linreg {
 namespace {
 
-constexpr int64_t kSumChunk = 16384;
+Reduction parse_reduction(c10::string_view reduction, const char* op) {
+  const std::string_view name(reduction.data(), reduction.size());
+  if (name == "none") return Reduction::None;
+  if (name == "sum") return Reduction::Sum;
+  if (name == "mean") return Reduction::Mean;
+  TORCH_CHECK(false, "fused_linreg.", op, ": reduction must be 'none', 'sum' or 'mean', got '", name, "'");
+}
 
-template <typename scalar_t, typename acc_t>
-acc_t sum_squared_difference(const scalar_t* x, const scalar_t* t, int64_t len) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  constexpr int64_t kBlock = 256;  // converted in stack blocks for the half types
-  acc_t xs[kBlock], ts[kBlock];
-  Vec acc(acc_t(0));
-  acc_t tail = 0;
-  for (int64_t start = 0; start < len; start += kBlock) {
-    const int64_t n = std::min(kBlock, len - start);
-    const acc_t* xa;
-    const acc_t* ta;
-    if constexpr (std::is_same_v<acc_t, scalar_t>) {
-      xa = x + start;
-      ta = t + start;
-    } else {
-      cpu::convert_to_acc(x + start, n, xs);
-      cpu::convert_to_acc(t + start, n, ts);
-      xa = xs;
-      ta = ts;
-    }
-    int64_t i = 0;
-    for (; i + Vec::size() <= n; i += Vec::size()) {
-      const Vec diff = Vec::loadu(xa + i) - Vec::loadu(ta + i);
-      acc = at::vec::fmadd(diff, diff, acc);
-    }
-    for (; i < n; ++i) {
-      const acc_t diff = xa[i] - ta[i];
-      tail += diff * diff;
-    }
+// squared_loss accepts any target with input's element count (the book reshapes
+// it); mse_loss wants identical shapes (its Python wrapper broadcasts first).
+void check_loss_args(const at::Tensor& input, const at::Tensor& target, const char* op, bool same_shape) {
+  check_float_tensor(input, op, "input");
+  check_float_tensor(target, op, "target");
+  check_same_dtype_device(target, input, op, "target", "input");
+  if (same_shape) {
+    TORCH_CHECK(input.sizes() == target.sizes(), "fused_linreg.", op, ": target has shape ", target.sizes(),
+                " but input has shape ", input.sizes());
+  } else {
+    TORCH_CHECK(input.numel() == target.numel(), "fused_linreg.", op, ": target has ", target.numel(),
+                " elements (shape ", target.sizes(), ") but input has ", input.numel(), " (shape ", input.sizes(),
+                ")");
   }
-  return cpu::lane_sum(acc) + tail;
 }
 
-template <typename scalar_t>
-void squared_difference_none(const scalar_t* x, const scalar_t* t, int64_t numel, double coefficient,
-                             scalar_t* out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const acc_t c = static_cast<acc_t>(coefficient);
-  at::parallel_for(0, numel, kSumChunk, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const acc_t diff = static_cast<acc_t>(x[i]) - static_cast<acc_t>(t[i]);
-      out[i] = static_cast<scalar_t>(c * diff * diff);
-    }
-  });
+void check_loss_backward_args(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+                              Reduction reduction, const char* op, bool same_shape) {
+  check_loss_args(input, target, op, same_shape);
+  check_float_tensor(grad_output, op, "grad_output");
+  check_same_dtype_device(grad_output, input, op, "grad_output", "input");
+  if (reduction == Reduction::None) {
+    TORCH_CHECK(grad_output.sizes() == input.sizes(), "fused_linreg.", op, ": grad_output has shape ",
+                grad_output.sizes(), " but input has shape ", input.sizes());
+  } else {
+    TORCH_CHECK(grad_output.numel() == 1, "fused_linreg.", op,
+                ": grad_output must have one element for a sum or mean reduction, got shape ", grad_output.sizes());
+  }
 }
 
-template <typename scalar_t>
-scalar_t squared_difference_sum(const scalar_t* x, const scalar_t* t, int64_t numel, double coefficient,
-                                bool mean) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t chunks = cpu::ceil_div(numel, kSumChunk);
-  std::vector<acc_t> partial(static_cast<size_t>(chunks));
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      const int64_t start = c * kSumChunk;
-      partial[c] = sum_squared_difference<scalar_t, acc_t>(x + start, t + start, std::min(kSumChunk, numel - start));
-    }
-  });
-  acc_t total = 0;
-  for (const acc_t p : partial) total += p;
-  total *= static_cast<acc_t>(coefficient);
-  if (mean) total /= static_cast<acc_t>(numel);  // 0 / 0 = NaN for an empty mean, as in torch
-  return static_cast<scalar_t>(total);
-}
-
-at::Tensor squared_difference_cpu(const at::Tensor& input, const at::Tensor& target, Reduction reduction,
-                                  double coefficient) {
+template <c10::DeviceType kDevice>
+at::Tensor squared_difference(const at::Tensor& input, const at::Tensor& target, Reduction reduction,
+                              double coefficient) {
+  const c10::OptionalDeviceGuard device_guard(input.device());
   const at::Tensor x = input.contiguous();
   const at::Tensor t = target.reshape(input.sizes()).contiguous();
+  if (x.numel() == 0 && reduction != Reduction::None) {
+    // The sum of nothing is 0 and its mean 0 / 0 = NaN, as in torch.
+    return at::full({}, reduction == Reduction::Sum ? 0.0 : std::nan(""), x.options());
+  }
   at::Tensor out = reduction == Reduction::None ? at::empty_like(x) : at::empty({}, x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.squared_difference", [&] {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* tp = t.const_data_ptr<scalar_t>();
-    if (reduction == Reduction::None) {
-      squared_difference_none(xp, tp, x.numel(), coefficient, out.mutable_data_ptr<scalar_t>());
-    } else {
-      *out.mutable_data_ptr<scalar_t>() =
-          squared_difference_sum(xp, tp, x.numel(), coefficient, reduction == Reduction::Mean);
-    }
-  });
+  if (x.numel() > 0) DeviceKernels<kDevice>::squared_difference(x, t, reduction, coefficient, out);
   return out;
 }
 
-// grad_input = slope * grad_output * (x - t), slope = 2 * coefficient (/ numel for a mean).
-at::Tensor squared_difference_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
-                                           const at::Tensor& target, Reduction reduction, double coefficient) {
+template <c10::DeviceType kDevice>
+at::Tensor squared_difference_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                       const at::Tensor& target, Reduction reduction, double coefficient) {
+  const c10::OptionalDeviceGuard device_guard(input.device());
   const at::Tensor x = input.contiguous();
   const at::Tensor t = target.reshape(input.sizes()).contiguous();
-  const bool elementwise = reduction == Reduction::None;
-  const at::Tensor g = elementwise ? grad_output.contiguous() : grad_output.reshape({1});
+  // A sum or mean has one grad_output value: any layout of it will do.
+  const at::Tensor g = reduction == Reduction::None ? grad_output.contiguous() : grad_output.reshape({1});
   at::Tensor grad_input = at::empty_like(x);
-  const int64_t numel = x.numel();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.squared_difference_backward",
-                                  [&] {
-                                    using acc_t = at::opmath_type<scalar_t>;
-                                    acc_t slope = static_cast<acc_t>(2.0 * coefficient);
-                                    if (reduction == Reduction::Mean) slope /= static_cast<acc_t>(numel);
-                                    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-                                    const scalar_t* tp = t.const_data_ptr<scalar_t>();
-                                    const scalar_t* gp = g.const_data_ptr<scalar_t>();
-                                    scalar_t* out = grad_input.mutable_data_ptr<scalar_t>();
-                                    const acc_t g_scalar = elementwise ? acc_t(0) : static_cast<acc_t>(gp[0]);
-                                    at::parallel_for(0, numel, kSumChunk, [&](int64_t begin, int64_t end) {
-                                      for (int64_t i = begin; i < end; ++i) {
-                                        const acc_t gi = elementwise ? static_cast<acc_t>(gp[i]) : g_scalar;
-                                        const acc_t diff = static_cast<acc_t>(xp[i]) - static_cast<acc_t>(tp[i]);
-                                        out[i] = static_cast<scalar_t>(slope * gi * diff);
-                                      }
-                                    });
-                                  });
+  if (x.numel() > 0) DeviceKernels<kDevice>::squared_difference_backward(g, x, t, reduction, coefficient, grad_input);
   return grad_input;
 }
 
-constexpr double kSquaredLossCoefficient = 0.5;
-constexpr double kMseCoefficient = 1.0;
+// What tells the two losses apart: 0.5 * (x - t)^2 against (x - t)^2, and whether
+// the target may have another shape with as many elements.
+struct Loss {
+  const char* name;
+  const char* backward_name;
+  double coefficient;
+  bool same_shape;
+};
 
-at::Tensor squared_loss_cpu(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  const Reduction r = parse_reduction(std::string_view(reduction.data(), reduction.size()), "squared_loss");
-  check_loss_args(input, target, "squared_loss", /*same_shape=*/false);
-  return squared_difference_cpu(input, target, r, kSquaredLossCoefficient);
+constexpr Loss kSquaredLossOp{"squared_loss", "squared_loss_backward", 0.5, false};
+constexpr Loss kMseLossOp{"mse_loss", "mse_loss_backward", 1.0, true};
+
+template <c10::DeviceType kDevice, const Loss& kLoss>
+at::Tensor loss(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
+  const Reduction r = parse_reduction(reduction, kLoss.name);
+  check_loss_args(input, target, kLoss.name, kLoss.same_shape);
+  return squared_difference<kDevice>(input, target, r, kLoss.coefficient);
 }
 
-at::Tensor squared_loss_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
-                                     c10::string_view reduction) {
-  const Reduction r = parse_reduction(std::string_view(reduction.data(), reduction.size()), "squared_loss_backward");
-  check_loss_backward_args(grad_output, input, target, r, "squared_loss_backward", /*same_shape=*/false);
-  return squared_difference_backward_cpu(grad_output, input, target, r, kSquaredLossCoefficient);
+template <c10::DeviceType kDevice, const Loss& kLoss>
+at::Tensor loss_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+                         c10::string_view reduction) {
+  const Reduction r = parse_reduction(reduction, kLoss.backward_name);
+  check_loss_backward_args(grad_output, input, target, r, kLoss.backward_name, kLoss.same_shape);
+  return squared_difference_backward<kDevice>(grad_output, input, target, r, kLoss.coefficient);
 }
 
-at::Tensor mse_loss_cpu(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  const Reduction r = parse_reduction(std::string_view(reduction.data(), reduction.size()), "mse_loss");
-  check_loss_args(input, target, "mse_loss", /*same_shape=*/true);
-  return squared_difference_cpu(input, target, r, kMseCoefficient);
-}
-
-at::Tensor mse_loss_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
-                                 c10::string_view reduction) {
-  const Reduction r = parse_reduction(std::string_view(reduction.data(), reduction.size()), "mse_loss_backward");
-  check_loss_backward_args(grad_output, input, target, r, "mse_loss_backward", /*same_shape=*/true);
-  return squared_difference_backward_cpu(grad_output, input, target, r, kMseCoefficient);
+template <c10::DeviceType kDevice>
+void register_losses(torch::Library& m) {
+  m.impl("squared_loss", &loss<kDevice, kSquaredLossOp>);
+  m.impl("squared_loss_backward", &loss_backward<kDevice, kSquaredLossOp>);
+  m.impl("mse_loss", &loss<kDevice, kMseLossOp>);
+  m.impl("mse_loss_backward", &loss_backward<kDevice, kMseLossOp>);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) {
-  m.impl("squared_loss", &squared_loss_cpu);
-  m.impl("squared_loss_backward", &squared_loss_backward_cpu);
-  m.impl("mse_loss", &mse_loss_cpu);
-  m.impl("mse_loss_backward", &mse_loss_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) { register_losses<c10::kCPU>(m); }
+
+#ifdef FUSED_LINREG_WITH_CUDA
+TORCH_LIBRARY_IMPL(fused_linreg, CUDA, m) { register_losses<c10::kCUDA>(m); }
+#endif
 
 }  // namespace fused_linreg

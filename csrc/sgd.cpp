@@ -1,225 +1,197 @@
-// CPU kernel of sgd_: torch.optim.SGD's update for a whole list of parameters
-// in one parallel pass. The work is cut into fixed-size chunks across all
-// tensors, so many small parameters share threads as well as few big ones.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
+// sgd_: torch.optim.SGD's update of a whole list of parameters, one kernel
+// pass per device. The front for both devices: argument checks (every entry,
+// before anything is written), the learning rate, contiguous working copies
+// and their write-back; the kernels are in cpu/sgd.cpp and cuda/sgd.cu.
+#include <ATen/core/List.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
-#include <algorithm>
+#include <cmath>
+#include <optional>
 #include <vector>
 
 #include "checks.h"
-#include "cpu_rows.h"
-#include "sgd_math.h"
-#include "sgd_lists.h"
+#include "kernels.h"
+#include "working_copies.h"
 
 namespace fused_linreg {
 namespace {
 
-using at::vec::Vectorized;
-
-constexpr int64_t kChunkElements = 16384;
-// Below this many elements in all, waking a second thread costs more than the
-// update itself (and much more when the other core is busy): run serially.
-constexpr int64_t kParallelMinElements = 1 << 17;
-
-struct Chunk {
-  int64_t tensor;
-  int64_t begin;
-  int64_t end;
-};
-
-// sgd_update (sgd_math.h) on a vector of elements, the same operations in the
-// same order. Written out with Vectorized because the compiler does not
-// vectorise the scalar loop (its loop-invariant branches stay in it).
-template <typename opmath_t>
-inline Vectorized<opmath_t> sgd_update_vec(const Vectorized<opmath_t>& param, const Vectorized<opmath_t>& grad,
-                                           Vectorized<opmath_t>& buf, bool first_step,
-                                           const SgdScalars<opmath_t>& s) {
-  using Vec = Vectorized<opmath_t>;
-  Vec d = s.maximize ? grad.neg() : grad;
-  if (s.weight_decay != opmath_t(0)) d = d + Vec(s.weight_decay) * param;
-  if (s.momentum != opmath_t(0)) {
-    buf = first_step ? d : Vec(s.momentum) * buf + Vec(opmath_t(1) - s.dampening) * d;
-    d = s.nesterov ? d + Vec(s.momentum) * buf : buf;
-  }
-  return param - Vec(s.lr) * d;
+void check_one_element_float(const std::optional<at::Tensor>& t, const char* arg, const at::Device& device) {
+  if (!t.has_value() || !t->defined()) return;
+  check_float_tensor(*t, "sgd_", arg);
+  TORCH_CHECK(t->numel() == 1, "fused_linreg.sgd_: ", arg, " must have one element, got shape ", t->sizes());
+  TORCH_CHECK(t->device() == device, "fused_linreg.sgd_: ", arg, " is on ", t->device(), " but params are on ",
+              device);
 }
 
-// The update of n elements of float or double tensors (the last vector partly
-// filled, so every element takes the same operations).
-template <typename opmath_t, bool kMomentum, bool kFirstStep, bool kScaled>
-void sgd_chunk(opmath_t* param, opmath_t* grad, opmath_t* buf, int64_t n, const SgdScalars<opmath_t>& s,
-               opmath_t grad_scale) {
-  using Vec = Vectorized<opmath_t>;
-  for (int64_t k = 0; k < n; k += Vec::size()) {
-    const int count = static_cast<int>(std::min<int64_t>(Vec::size(), n - k));
-    Vec g = Vec::loadu(grad + k, count);
-    if constexpr (kScaled) {
-      g = g / Vec(grad_scale);
-      g.store(grad + k, count);
+// A tensor lr lives on the params' device (read there, without a host sync) or on the CPU.
+void check_lr_tensor(const at::Tensor& lr, at::TensorList params) {
+  check_float_tensor(lr, "sgd_", "lr");
+  TORCH_CHECK(lr.numel() == 1, "fused_linreg.sgd_: lr must have one element, got shape ", lr.sizes());
+  TORCH_CHECK(params.empty() || lr.device() == params[0].device() || lr.device().is_cpu(),
+              "fused_linreg.sgd_: lr is on ", lr.device(), " but params are on ", params[0].device());
+}
+
+// One entry's tensors: param, grad and (with momentum) buffer agree with each other.
+void check_entry(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, size_t i,
+                 const at::Device& device, bool use_momentum) {
+  const at::Tensor& p = params[i];
+  const at::Tensor& g = grads[i];
+  TORCH_CHECK(p.defined(), "fused_linreg.sgd_: params[", i, "] is undefined");
+  TORCH_CHECK(p.layout() == at::kStrided && at::isFloatingType(p.scalar_type()), "fused_linreg.sgd_: params[", i,
+              "] must be a dense floating-point tensor, got ", p.scalar_type(), " with layout ", p.layout());
+  TORCH_CHECK(p.device() == device, "fused_linreg.sgd_: params[", i, "] is on ", p.device(), " but params[0] is on ",
+              device);
+  TORCH_CHECK(at::has_internal_overlap(p) != at::MemOverlap::Yes, "fused_linreg.sgd_: params[", i,
+              "] has elements that share memory (e.g. an expanded tensor) and cannot be updated in place");
+  TORCH_CHECK(g.defined(), "fused_linreg.sgd_: grads[", i, "] is undefined (a parameter without a gradient)");
+  TORCH_CHECK(g.layout() == at::kStrided, "fused_linreg.sgd_: grads[", i, "] must be dense, got layout ", g.layout(),
+              " (sparse gradients are not supported)");
+  TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.device() == p.device() && g.sizes() == p.sizes(),
+              "fused_linreg.sgd_: grads[", i, "] (", g.scalar_type(), ", ", g.device(), ", shape ", g.sizes(),
+              ") must match params[", i, "] (", p.scalar_type(), ", ", p.device(), ", shape ", p.sizes(), ")");
+  if (!use_momentum) return;
+  const at::Tensor& b = momentum_buffers[i];
+  TORCH_CHECK(b.defined(), "fused_linreg.sgd_: momentum_buffers[", i, "] is undefined");
+  TORCH_CHECK(b.layout() == at::kStrided && b.scalar_type() == p.scalar_type() && b.device() == p.device() &&
+                  b.sizes() == p.sizes(),
+              "fused_linreg.sgd_: momentum_buffers[", i, "] (", b.scalar_type(), ", ", b.device(), ", shape ",
+              b.sizes(), ") must match params[", i, "] (", p.scalar_type(), ", ", p.device(), ", shape ", p.sizes(),
+              ")");
+}
+
+// The written tensors (params always, grads when unscaled in place, buffers
+// with momentum) overlap nothing. Distinct storages, the common case, are
+// found in O(n); only a shared storage needs the full check.
+void check_lists_no_overlap(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                            bool grads_written, bool use_momentum) {
+  StorageSet storages(3 * params.size());
+  bool distinct_storages = true;
+  for (size_t i = 0; i < params.size(); ++i) {
+    distinct_storages = storages.insert(params[i]) && storages.insert(grads[i]) && distinct_storages;
+    if (use_momentum) distinct_storages = storages.insert(momentum_buffers[i]) && distinct_storages;
+  }
+  if (distinct_storages) {
+    // No two overlap; only the written tensors' own elements remain to check.
+    for (size_t i = 0; i < params.size(); ++i) {
+      const int64_t index = static_cast<int64_t>(i);
+      if (grads_written) check_no_internal_overlap({&grads[i], "grads", index, true}, "sgd_");
+      if (use_momentum) check_no_internal_overlap({&momentum_buffers[i], "momentum_buffers", index, true}, "sgd_");
     }
-    Vec b = (kMomentum && !kFirstStep) ? Vec::loadu(buf + k, count) : Vec(opmath_t(0));
-    sgd_update_vec(Vec::loadu(param + k, count), g, b, kFirstStep, s).store(param + k, count);
-    if constexpr (kMomentum) b.store(buf + k, count);
-  }
-}
-
-// Half-type elements short of a whole vector (the tail of sgd_chunk_reduced),
-// through float copies.
-template <typename scalar_t, bool kMomentum, bool kFirstStep, bool kScaled>
-void sgd_chunk_via_float(scalar_t* param, scalar_t* grad, scalar_t* buf, int64_t n, const SgdScalars<float>& s,
-                         float grad_scale) {
-  constexpr int64_t kBlock = 256;
-  float p[kBlock], g[kBlock], b[kBlock] = {};
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t len = std::min(kBlock, n - start);
-    cpu::convert_to_acc(param + start, len, p);
-    cpu::convert_to_acc(grad + start, len, g);
-    if constexpr (kMomentum && !kFirstStep) cpu::convert_to_acc(buf + start, len, b);
-    sgd_chunk<float, kMomentum, kFirstStep, kScaled>(p, g, b, len, s, grad_scale);
-    cpu::store_row(p, len, param + start);
-    if constexpr (kScaled) cpu::store_row(g, len, grad + start);
-    if constexpr (kMomentum) cpu::store_row(b, len, buf + start);
-  }
-}
-
-// Half types: whole vectors are converted to float in registers, two float
-// vectors per half vector (converting element by element is far slower for
-// float16); the rest goes through sgd_chunk_via_float.
-template <typename scalar_t, bool kMomentum, bool kFirstStep, bool kScaled>
-void sgd_chunk_reduced(scalar_t* param, scalar_t* grad, scalar_t* buf, int64_t n, const SgdScalars<float>& s,
-                       float grad_scale) {
-  using Vec = Vectorized<scalar_t>;
-  using FloatVec = Vectorized<float>;
-  int64_t k = 0;
-  for (; k + Vec::size() <= n; k += Vec::size()) {
-    FloatVec p0, p1, g0, g1, b0(0.0f), b1(0.0f);
-    at::vec::load_to_float(param + k, p0, p1);
-    at::vec::load_to_float(grad + k, g0, g1);
-    if constexpr (kScaled) {
-      g0 = g0 / FloatVec(grad_scale);
-      g1 = g1 / FloatVec(grad_scale);
-      at::vec::convert_from_float<scalar_t>(g0, g1).store(grad + k);
-    }
-    if constexpr (kMomentum && !kFirstStep) at::vec::load_to_float(buf + k, b0, b1);
-    p0 = sgd_update_vec(p0, g0, b0, kFirstStep, s);
-    p1 = sgd_update_vec(p1, g1, b1, kFirstStep, s);
-    at::vec::convert_from_float<scalar_t>(p0, p1).store(param + k);
-    if constexpr (kMomentum) at::vec::convert_from_float<scalar_t>(b0, b1).store(buf + k);
-  }
-  sgd_chunk_via_float<scalar_t, kMomentum, kFirstStep, kScaled>(param + k, grad + k, kMomentum ? buf + k : buf,
-                                                                 n - k, s, grad_scale);
-}
-
-template <typename scalar_t, bool kMomentum, bool kFirstStep, bool kScaled>
-void sgd_chunk_any(scalar_t* param, scalar_t* grad, scalar_t* buf, int64_t n,
-                   const SgdScalars<at::opmath_type<scalar_t>>& s, at::opmath_type<scalar_t> grad_scale) {
-  if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
-    sgd_chunk<scalar_t, kMomentum, kFirstStep, kScaled>(param, grad, buf, n, s, grad_scale);
-  } else {
-    sgd_chunk_reduced<scalar_t, kMomentum, kFirstStep, kScaled>(param, grad, buf, n, s, grad_scale);
-  }
-}
-
-template <typename scalar_t, bool kMomentum, bool kFirstStep>
-void sgd_chunk_scaled_or_not(scalar_t* param, scalar_t* grad, scalar_t* buf, int64_t n,
-                             const SgdScalars<at::opmath_type<scalar_t>>& s, std::optional<double> grad_scale) {
-  if (grad_scale.has_value()) {
-    sgd_chunk_any<scalar_t, kMomentum, kFirstStep, true>(param, grad, buf, n, s,
-                                                        static_cast<at::opmath_type<scalar_t>>(*grad_scale));
-  } else {
-    sgd_chunk_any<scalar_t, kMomentum, kFirstStep, false>(param, grad, buf, n, s, 1);
-  }
-}
-
-template <typename scalar_t>
-void sgd_run_chunk(const SgdWorkList& work, const Chunk& c, double lr, const SgdOptions& opt,
-                   std::optional<double> grad_scale) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  const SgdScalars<opmath_t> s{static_cast<opmath_t>(lr), static_cast<opmath_t>(opt.weight_decay),
-                               static_cast<opmath_t>(opt.momentum), static_cast<opmath_t>(opt.dampening),
-                               opt.nesterov, opt.maximize};
-  scalar_t* param = work.params[c.tensor].mutable_data_ptr<scalar_t>() + c.begin;
-  scalar_t* grad = work.grads[c.tensor].mutable_data_ptr<scalar_t>() + c.begin;
-  const int64_t n = c.end - c.begin;
-  if (opt.momentum == 0.0) {
-    sgd_chunk_scaled_or_not<scalar_t, false, false>(param, grad, nullptr, n, s, grad_scale);
     return;
   }
-  scalar_t* buf = work.buffers[c.tensor].mutable_data_ptr<scalar_t>() + c.begin;
-  if (work.is_first_step[c.tensor]) {
-    sgd_chunk_scaled_or_not<scalar_t, true, true>(param, grad, buf, n, s, grad_scale);
-  } else {
-    sgd_chunk_scaled_or_not<scalar_t, true, false>(param, grad, buf, n, s, grad_scale);
+  std::vector<OverlapArg> tensors;
+  tensors.reserve(3 * params.size());
+  for (size_t i = 0; i < params.size(); ++i) tensors.push_back({&params[i], "params", static_cast<int64_t>(i), true});
+  for (size_t i = 0; i < grads.size(); ++i) {
+    tensors.push_back({&grads[i], "grads", static_cast<int64_t>(i), grads_written});
   }
-}
-
-std::vector<Chunk> split_into_chunks(at::TensorList params) {
-  std::vector<Chunk> chunks;
-  for (size_t i = 0; i < params.size(); ++i) {
-    const int64_t numel = params[i].numel();
-    for (int64_t begin = 0; begin < numel; begin += kChunkElements) {
-      chunks.push_back({static_cast<int64_t>(i), begin, std::min(numel, begin + kChunkElements)});
+  if (use_momentum) {
+    for (size_t i = 0; i < momentum_buffers.size(); ++i) {
+      tensors.push_back({&momentum_buffers[i], "momentum_buffers", static_cast<int64_t>(i), true});
     }
   }
-  return chunks;
+  check_no_overlap(tensors, "sgd_");
 }
 
-void sgd_cpu_impl(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                  const c10::List<bool>& is_first_step, double lr, const SgdOptions& opt,
-                  const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
-  if (found_inf.has_value() && found_inf->defined() && found_inf->item<double>() != 0.0) {
-    return;  // a skipped step changes nothing, momentum buffers included
+// Every list entry, before the kernel writes anything. lr is checked by the caller.
+void check_sgd_args(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                    const c10::List<bool>& is_first_step, const SgdOptions& opt,
+                    const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+  check_sgd_options(opt, "sgd_");
+  TORCH_CHECK(grads.size() == params.size(), "fused_linreg.sgd_: grads has ", grads.size(), " entries but params has ",
+              params.size());
+  const bool use_momentum = opt.momentum != 0.0;
+  if (use_momentum) {
+    TORCH_CHECK(momentum_buffers.size() == params.size(), "fused_linreg.sgd_: momentum_buffers has ",
+                momentum_buffers.size(), " entries but params has ", params.size());
+    TORCH_CHECK(is_first_step.size() == params.size(), "fused_linreg.sgd_: is_first_step has ", is_first_step.size(),
+                " entries but params has ", params.size());
   }
-  const std::optional<double> scale =
-      (grad_scale.has_value() && grad_scale->defined()) ? std::optional<double>(grad_scale->item<double>())
-                                                        : std::nullopt;
-  SgdWorkList work(params, grads, momentum_buffers, is_first_step, opt.momentum != 0.0, scale.has_value());
-  const std::vector<Chunk> chunks = split_into_chunks(work.params);
-  int64_t total_elements = 0;
-  for (const at::Tensor& p : work.params) total_elements += p.numel();
-  const int64_t chunk_count = static_cast<int64_t>(chunks.size());
-  const int64_t grain = total_elements < kParallelMinElements ? std::max<int64_t>(chunk_count, 1) : 1;
-  at::parallel_for(0, chunk_count, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const Chunk& c = chunks[i];
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, work.params[c.tensor].scalar_type(),
-                                      "fused_linreg.sgd_", [&] { sgd_run_chunk<scalar_t>(work, c, lr, opt, scale); });
-    }
-  });
-  work.copy_back();
+  if (params.empty()) return;
+  const at::Device device = params[0].device();
+  for (size_t i = 0; i < params.size(); ++i) check_entry(params, grads, momentum_buffers, i, device, use_momentum);
+  check_one_element_float(grad_scale, "grad_scale", device);
+  check_one_element_float(found_inf, "found_inf", device);
+  check_lists_no_overlap(params, grads, momentum_buffers, grad_scale.has_value() && grad_scale->defined(),
+                         use_momentum);
 }
 
-void sgd_cpu(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-             const c10::List<bool>& is_first_step, double lr, double weight_decay, double momentum, double dampening,
-             bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
+std::optional<at::Tensor> defined_or_none(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? t : std::nullopt;
+}
+
+// The update on contiguous working copies, written back afterwards.
+template <c10::DeviceType kDevice>
+void run_sgd(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+             const c10::List<bool>& is_first_step, double lr, const std::optional<at::Tensor>& lr_tensor,
+             const SgdOptions& opt, const std::optional<at::Tensor>& grad_scale,
              const std::optional<at::Tensor>& found_inf) {
-  const SgdOptions opt{weight_decay, momentum, dampening, nesterov, maximize};
-  check_lr(lr);
-  check_sgd_args(params, grads, momentum_buffers, is_first_step, opt, grad_scale, found_inf);
-  sgd_cpu_impl(params, grads, momentum_buffers, is_first_step, lr, opt, grad_scale, found_inf);
+  if (params.empty()) return;
+  // The dispatcher picks a device's kernel when any argument is there (an unused
+  // momentum buffer, say); the params must be.
+  TORCH_CHECK(params[0].device().type() == kDevice, "fused_linreg.sgd_: params are on ", params[0].device(),
+              " but another argument is on ", c10::DeviceTypeName(kDevice));
+  const c10::OptionalDeviceGuard device_guard(params[0].device());
+  const bool use_momentum = opt.momentum != 0.0;
+  const std::optional<at::Tensor> scale = defined_or_none(grad_scale);
+  const WorkingCopies param_copies(params, /*written=*/true);
+  const WorkingCopies grad_copies(grads, /*written=*/scale.has_value());  // unscaled in place
+  const WorkingCopies buffer_copies(use_momentum ? momentum_buffers : at::TensorList(), /*written=*/true);
+  const SgdLists lists{param_copies.tensors(), grad_copies.tensors(), buffer_copies.tensors(),
+                       use_momentum ? is_first_step.vec() : std::vector<bool>()};
+  DeviceKernels<kDevice>::sgd(lists, lr, lr_tensor, opt, scale, defined_or_none(found_inf));
+  param_copies.copy_back();
+  grad_copies.copy_back();
+  buffer_copies.copy_back();
 }
 
-void sgd_tensor_lr_cpu(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                       const c10::List<bool>& is_first_step, const at::Tensor& lr, double weight_decay, double momentum,
-                       double dampening, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
-                       const std::optional<at::Tensor>& found_inf) {
+template <c10::DeviceType kDevice>
+void sgd_float_lr(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                  const c10::List<bool>& is_first_step, double lr, double weight_decay, double momentum,
+                  double dampening, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
+                  const std::optional<at::Tensor>& found_inf) {
+  const SgdOptions opt{weight_decay, momentum, dampening, nesterov, maximize};
+  check_lr(lr, "sgd_");
+  check_sgd_args(params, grads, momentum_buffers, is_first_step, opt, grad_scale, found_inf);
+  run_sgd<kDevice>(params, grads, momentum_buffers, is_first_step, lr, std::nullopt, opt, grad_scale, found_inf);
+}
+
+// An lr on the CPU is read and checked here, like a float lr; one on the
+// params' device is read by the kernel (its value cannot be checked without a sync).
+template <c10::DeviceType kDevice>
+void sgd_tensor_lr(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                   const c10::List<bool>& is_first_step, const at::Tensor& lr, double weight_decay, double momentum,
+                   double dampening, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
+                   const std::optional<at::Tensor>& found_inf) {
   const SgdOptions opt{weight_decay, momentum, dampening, nesterov, maximize};
   check_lr_tensor(lr, params);
-  const double lr_value = lr.item<double>();
-  check_lr(lr_value);
+  double lr_value = 0.0;
+  std::optional<at::Tensor> lr_on_device;
+  if (lr.is_cpu()) {
+    lr_value = lr.item<double>();
+    check_lr(lr_value, "sgd_");
+  } else {
+    lr_on_device = lr;
+  }
   check_sgd_args(params, grads, momentum_buffers, is_first_step, opt, grad_scale, found_inf);
-  sgd_cpu_impl(params, grads, momentum_buffers, is_first_step, lr_value, opt, grad_scale, found_inf);
+  run_sgd<kDevice>(params, grads, momentum_buffers, is_first_step, lr_value, lr_on_device, opt, grad_scale,
+                   found_inf);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_linreg, CPU, m) {
-  m.impl("sgd_", &sgd_cpu);
-  m.impl("sgd_.tensor_lr", &sgd_tensor_lr_cpu);
+  m.impl("sgd_", &sgd_float_lr<c10::kCPU>);
+  m.impl("sgd_.tensor_lr", &sgd_tensor_lr<c10::kCPU>);
 }
+
+#ifdef FUSED_LINREG_WITH_CUDA
+TORCH_LIBRARY_IMPL(fused_linreg, CUDA, m) {
+  m.impl("sgd_", &sgd_float_lr<c10::kCUDA>);
+  m.impl("sgd_.tensor_lr", &sgd_tensor_lr<c10::kCUDA>);
+}
+#endif
 
 }  // namespace fused_linreg

@@ -1,12 +1,22 @@
-// The per-element SGD update, shared by the CPU and CUDA kernels. It follows
-// torch.optim.SGD (_single_tensor_sgd) step by step, in opmath (float for the
-// half types), so both devices compute the same numbers.
+// The SGD update, shared by sgd_ and the fused linreg step on both devices. It
+// follows torch.optim.SGD (_single_tensor_sgd) step by step, in opmath (float
+// for the half types), so that every kernel computes the same numbers.
 #pragma once
 
 #include <c10/macros/Macros.h>
 
 namespace fused_linreg {
 
+// The hyperparameters besides lr, as the ops take them (doubles).
+struct SgdOptions {
+  double weight_decay;
+  double momentum;
+  double dampening;
+  bool nesterov;
+  bool maximize;
+};
+
+// All hyperparameters in the type the update computes in.
 template <typename opmath_t>
 struct SgdScalars {
   opmath_t lr;
@@ -16,6 +26,14 @@ struct SgdScalars {
   bool nesterov;
   bool maximize;
 };
+
+// The one conversion from the ops' doubles to a kernel's opmath_t.
+template <typename opmath_t>
+inline SgdScalars<opmath_t> sgd_scalars(double lr, const SgdOptions& opt) {
+  return {static_cast<opmath_t>(lr),           static_cast<opmath_t>(opt.weight_decay),
+          static_cast<opmath_t>(opt.momentum), static_cast<opmath_t>(opt.dampening),
+          opt.nesterov,                        opt.maximize};
+}
 
 // Returns the new parameter value. `grad` is already unscaled; `buf` is read
 // (unless first_step) and written when momentum is used.

@@ -1,26 +1,20 @@
-// CUDA kernels of linear: forward, grad of the input, and grad of weight and
-// bias from one pass over x. Skinny weights (at most kCudaSkinnyMaxOut outputs,
-// linear_shapes.h: regression heads) get hand-written kernels bound by reading
-// x once; wider layers are GEMMs, where cuBLAS (with its bias epilogue, through
-// at::addmm) is at the limit, so they go there.
-//
-// The forward and input-grad kernels read the weight through the L1 cache once
-// per row, which stays cheap while the weight fits there beside the streamed x;
-// a weight larger than kMaxOwnKernelWeightBytes goes to cuBLAS too. The
-// param-grad kernel reads no weight.
+// CUDA kernels of linear for skinny weights (front: linear.cpp; at most
+// kCudaSkinnyMaxOut outputs and, for the forward and input-grad kernels, which
+// read the weight through L1 once per row, kCudaMaxOwnKernelWeightBytes of
+// weight: linear_shapes.h): forward, grad of the input, and grad of weight and
+// bias from one pass over x.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <limits>
 
-#include "checks.h"
 #include "kernel_utils.cuh"
+#include "kernels.h"
 #include "linear_shapes.h"
+#include "param_sums.h"
 
 namespace fused_linreg {
 namespace {
@@ -33,14 +27,8 @@ using cuda::Pack;
 using cuda::store_pack;
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxOwnKernelWeightBytes = 64 * 1024;
 // Row kernels give each lane about this many 16-byte packs of a row.
 constexpr int kPacksPerLane = 4;
-
-bool use_own_row_kernels(const at::Tensor& weight) {
-  return weight.size(0) <= kCudaSkinnyMaxOut &&
-         weight.numel() * weight.element_size() <= kMaxOwnKernelWeightBytes;
-}
 
 // Calls f with std::integral_constant<int, N>, N = 1 for one output and 4 for
 // up to kCudaSkinnyMaxOut: kernels keep N accumulators per thread in registers.
@@ -118,7 +106,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t>
-void launch_linear_forward(const at::Tensor& x2d, const at::Tensor& weight, const scalar_t* bias, at::Tensor& y2d) {
+void launch_linear_forward(const at::Tensor& x2d, const at::Tensor& weight, const scalar_t* bias, const at::Tensor& y2d) {
   const int64_t rows = x2d.size(0), in = x2d.size(1), out = weight.size(0);
   const scalar_t* x = x2d.const_data_ptr<scalar_t>();
   const scalar_t* w = weight.const_data_ptr<scalar_t>();
@@ -177,7 +165,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t>
-void launch_linear_backward_input(const at::Tensor& g2d, const at::Tensor& weight, at::Tensor& grad_x2d) {
+void launch_linear_backward_input(const at::Tensor& g2d, const at::Tensor& weight, const at::Tensor& grad_x2d) {
   const int64_t rows = g2d.size(0), out = weight.size(0), in = weight.size(1);
   const scalar_t* w = weight.const_data_ptr<scalar_t>();
   scalar_t* grad_x = grad_x2d.mutable_data_ptr<scalar_t>();
@@ -197,23 +185,18 @@ void launch_linear_backward_input(const at::Tensor& g2d, const at::Tensor& weigh
 
 // ------------------------------------------- grads of weight and bias
 
-// Sums are numbered as on the CPU: output o owns in + 1 of them, the weight
-// row's in sums and then the bias sum.
+// Writes each final sum (param_sums.h numbering) to its gradient.
 template <typename scalar_t>
 struct StoreParamGrads {
   scalar_t* grad_weight;
   scalar_t* grad_bias;
-  int64_t in;
+  ParamSums sums;
 
   template <typename acc_t>
-  __device__ void operator()(int64_t sum_index, acc_t total) const {
-    const int64_t o = sum_index / (in + 1);
-    const int64_t k = sum_index % (in + 1);
-    if (k == in) {
-      grad_bias[o] = static_cast<scalar_t>(total);
-    } else {
-      grad_weight[o * in + k] = static_cast<scalar_t>(total);
-    }
+  __device__ void operator()(int64_t e, acc_t total) const {
+    const int64_t o = sums.output_of(e);
+    (sums.is_bias(e) ? grad_bias[o] : grad_weight[o * sums.features + sums.column_of(e)]) =
+        static_cast<scalar_t>(total);
   }
 };
 
@@ -348,15 +331,15 @@ int64_t param_grad_row_blocks(int64_t rows, int64_t in, int64_t num_sums, int64_
 }
 
 template <typename scalar_t>
-void launch_linear_param_grads(const at::Tensor& g2d, const at::Tensor& x2d, at::Tensor& grad_weight,
-                               at::Tensor& grad_bias) {
+void launch_linear_param_grads(const at::Tensor& g2d, const at::Tensor& x2d, const at::Tensor& grad_weight,
+                               const at::Tensor& grad_bias) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t rows = x2d.size(0), in = x2d.size(1), out = g2d.size(1);
   const scalar_t* x = x2d.const_data_ptr<scalar_t>();
   const scalar_t* g = g2d.const_data_ptr<scalar_t>();
   const StoreParamGrads<scalar_t> store{grad_weight.mutable_data_ptr<scalar_t>(),
-                                        grad_bias.mutable_data_ptr<scalar_t>(), in};
-  const int64_t num_sums = out * (in + 1);
+                                        grad_bias.mutable_data_ptr<scalar_t>(), ParamSums{in, out}};
+  const int64_t num_sums = store.sums.count();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_max_out(out, [&](auto max_out) {
     constexpr int kMaxOut = decltype(max_out)::value;
@@ -386,73 +369,25 @@ void launch_linear_param_grads(const at::Tensor& g2d, const at::Tensor& x2d, at:
   });
 }
 
-// ------------------------------------------------------------ wrappers
-
-at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  check_linear_args(x, weight, bias);
-  const c10::cuda::OptionalCUDAGuard guard(x.device());
-  const std::optional<at::Tensor> b =
-      (bias.has_value() && bias->defined()) ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
-  const at::Tensor x2d = rows_of(x);
-  const int64_t out = weight.size(0);
-  if (!use_own_row_kernels(weight)) {
-    // A GEMM: cuBLAS, with the bias folded in by addmm.
-    at::Tensor y2d = b.has_value() ? at::addmm(*b, x2d, weight.t()) : at::mm(x2d, weight.t());
-    return y2d.view(output_shape(x, out));
-  }
-  at::Tensor y2d = at::empty({x2d.size(0), out}, x2d.options());
-  if (y2d.numel() == 0) return y2d.view(output_shape(x, out));
-  const at::Tensor w = weight.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.linear", [&] {
-    launch_linear_forward<scalar_t>(x2d, w, b.has_value() ? b->const_data_ptr<scalar_t>() : nullptr, y2d);
-  });
-  return y2d.view(output_shape(x, out));
-}
-
-at::Tensor linear_backward_input_cuda(const at::Tensor& grad_out, const at::Tensor& weight) {
-  check_linear_backward_input_args(grad_out, weight);
-  const c10::cuda::OptionalCUDAGuard guard(grad_out.device());
-  const at::Tensor g2d = rows_of(grad_out);
-  const int64_t out = weight.size(0), in = weight.size(1);
-  if (!use_own_row_kernels(weight)) {
-    return at::mm(g2d, weight).view(output_shape(grad_out, in));  // a GEMM: cuBLAS
-  }
-  if (out == 0) return at::zeros({g2d.size(0), in}, g2d.options()).view(output_shape(grad_out, in));
-  at::Tensor grad_x2d = at::empty({g2d.size(0), in}, g2d.options());
-  if (grad_x2d.numel() == 0) return grad_x2d.view(output_shape(grad_out, in));
-  const at::Tensor w = weight.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(),
-                                  "fused_linreg.linear_backward_input",
-                                  [&] { launch_linear_backward_input<scalar_t>(g2d, w, grad_x2d); });
-  return grad_x2d.view(output_shape(grad_out, in));
-}
-
-std::tuple<at::Tensor, at::Tensor> linear_backward_params_cuda(const at::Tensor& grad_out, const at::Tensor& x) {
-  check_linear_backward_params_args(grad_out, x);
-  const c10::cuda::OptionalCUDAGuard guard(x.device());
-  const at::Tensor g2d = rows_of(grad_out);
-  const at::Tensor x2d = rows_of(x);
-  const int64_t rows = x2d.size(0), out = g2d.size(1), in = x2d.size(1);
-  if (out > kCudaSkinnyMaxOut) {
-    // A GEMM (cuBLAS) and a column sum.
-    return {at::mm(g2d.t(), x2d), g2d.sum(0)};
-  }
-  if (rows == 0 || out == 0) {
-    return {at::zeros({out, in}, x2d.options()), at::zeros({out}, x2d.options())};
-  }
-  at::Tensor grad_weight = at::empty({out, in}, x2d.options());
-  at::Tensor grad_bias = at::empty({out}, x2d.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.linear_backward_params",
-                                  [&] { launch_linear_param_grads<scalar_t>(g2d, x2d, grad_weight, grad_bias); });
-  return {grad_weight, grad_bias};
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_linreg, CUDA, m) {
-  m.impl("linear", &linear_cuda);
-  m.impl("linear_backward_input", &linear_backward_input_cuda);
-  m.impl("linear_backward_params", &linear_backward_params_cuda);
+void DeviceKernels<c10::kCUDA>::linear_forward(const at::Tensor& x2d, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& bias, const at::Tensor& y2d) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x2d.scalar_type(), "fused_linreg.linear", [&] {
+    launch_linear_forward<scalar_t>(x2d, weight, bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr, y2d);
+  });
+}
+
+void DeviceKernels<c10::kCUDA>::linear_backward_input(const at::Tensor& grad2d, const at::Tensor& weight,
+                                                      const at::Tensor& grad_x2d) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad2d.scalar_type(), "fused_linreg.linear_backward_input",
+                                  [&] { launch_linear_backward_input<scalar_t>(grad2d, weight, grad_x2d); });
+}
+
+void DeviceKernels<c10::kCUDA>::linear_backward_params(const at::Tensor& grad2d, const at::Tensor& x2d,
+                                                       const at::Tensor& grad_weight, const at::Tensor& grad_bias) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x2d.scalar_type(), "fused_linreg.linear_backward_params",
+                                  [&] { launch_linear_param_grads<scalar_t>(grad2d, x2d, grad_weight, grad_bias); });
 }
 
 }  // namespace fused_linreg

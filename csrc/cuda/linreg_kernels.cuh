@@ -13,6 +13,7 @@
 #include "kernel_utils.cuh"
 #include "linreg_launch.h"
 #include "linear_shapes.h"
+#include "param_sums.h"
 #include "sgd_math.h"
 
 namespace fused_linreg::linreg_cuda {
@@ -96,17 +97,7 @@ struct Problem {
   const scalar_t* bias;  // nullptr without a bias
   int64_t d;
   int64_t k;
-  C10_HOST_DEVICE int64_t num_sums() const { return k * (d + 1) + 1; }
-};
-
-// Sum numbering, as on the CPU: output o owns d weight sums then its bias sum;
-// the loss sum is last.
-struct SumIndex {
-  int64_t d;
-  int64_t k;
-  __device__ bool is_loss(int64_t e) const { return e == k * (d + 1); }
-  __device__ int64_t output(int64_t e) const { return e / (d + 1); }
-  __device__ int64_t column(int64_t e) const { return e % (d + 1); }  // d: the bias
+  C10_HOST_DEVICE int64_t num_sums() const { return ParamSums{d, k}.count_with_loss(); }
 };
 
 // Takes each final sum (divided by n) to its place: the loss, then either the
@@ -123,7 +114,7 @@ struct FinishSums {
   scalar_t* bias = nullptr;  // nullptr without a bias
   scalar_t* weight_momentum = nullptr;  // nullptr without momentum
   scalar_t* bias_momentum = nullptr;
-  SumIndex index{};
+  ParamSums sums{};
   opmath_t inv_n = 1;
   bool first_step = false;
   SgdScalars<opmath_t> sgd{};
@@ -136,21 +127,21 @@ struct FinishSums {
 
   __device__ void operator()(int64_t e, opmath_t total) const {
     const opmath_t value = total * inv_n;
-    if (index.is_loss(e)) {
+    if (e == sums.loss()) {
       *loss = static_cast<scalar_t>(value);
       return;
     }
-    const int64_t o = index.output(e), c = index.column(e);
+    const int64_t o = sums.output_of(e), c = sums.column_of(e);
     if (grad_weight != nullptr) {
-      if (c == index.d) {
+      if (c == sums.features) {
         grad_bias[o] = static_cast<scalar_t>(value);
       } else {
-        grad_weight[o * index.d + c] = static_cast<scalar_t>(value);
+        grad_weight[o * sums.features + c] = static_cast<scalar_t>(value);
       }
-    } else if (c == index.d) {
+    } else if (c == sums.features) {
       if (bias != nullptr) update(bias, bias_momentum, o, value);
     } else {
-      update(weight, weight_momentum, o * index.d + c, value);
+      update(weight, weight_momentum, o * sums.features + c, value);
     }
   }
 };
@@ -451,7 +442,7 @@ template <typename scalar_t>
 bool fits_fused_kernel(int64_t d, int64_t k) {
   bool fits = false;
   dispatch_outputs(k, [&](auto max_out) {
-    fits = is_skinny(k) && d <= Tile<scalar_t, decltype(max_out)::value, false>::kMaxFeatures;
+    fits = k <= kSkinnyMaxOut && d <= Tile<scalar_t, decltype(max_out)::value, false>::kMaxFeatures;
   });
   return fits;
 }
@@ -469,18 +460,16 @@ scalar_t* data_or_null(const std::optional<at::Tensor>& t) {
 }
 
 template <typename scalar_t>
-FinishSums<scalar_t> make_apply(const LinregTensors& t, const UpdateArgs& a) {
+FinishSums<scalar_t> make_apply(const LinregTensors& t, const StepArgs& a) {
   using opmath_t = at::opmath_type<scalar_t>;
   FinishSums<scalar_t> apply;
   apply.weight = t.weight.mutable_data_ptr<scalar_t>();
   apply.bias = data_or_null<scalar_t>(t.bias);
   apply.weight_momentum = data_or_null<scalar_t>(t.weight_momentum);
   apply.bias_momentum = data_or_null<scalar_t>(t.bias_momentum);
-  apply.index = SumIndex{t.X.size(1), t.weight.size(0)};
+  apply.sums = ParamSums{t.X.size(1), t.weight.size(0)};
   apply.first_step = a.is_first_step;
-  apply.sgd = {static_cast<opmath_t>(a.lr), static_cast<opmath_t>(a.opt.weight_decay),
-               static_cast<opmath_t>(a.opt.momentum), static_cast<opmath_t>(a.opt.dampening), a.opt.nesterov,
-               a.opt.maximize};
+  apply.sgd = sgd_scalars<opmath_t>(a.lr, a.opt);
   return apply;
 }
 
@@ -495,7 +484,7 @@ void launch_linreg_grad(const LinregTensors& t, const at::Tensor& loss, const at
   store.loss = loss.mutable_data_ptr<scalar_t>();
   store.grad_weight = grad_weight.mutable_data_ptr<scalar_t>();
   store.grad_bias = grad_bias.mutable_data_ptr<scalar_t>();
-  store.index = SumIndex{d, k};
+  store.sums = ParamSums{d, k};
   store.inv_n = opmath_t(1) / static_cast<opmath_t>(n);
   if (fits_fused_kernel<scalar_t>(d, k)) {
     launch_sums(p, n, t.X, store, stream);
@@ -506,7 +495,7 @@ void launch_linreg_grad(const LinregTensors& t, const at::Tensor& loss, const at
 
 template <typename scalar_t>
 void launch_linreg_steps(const LinregTensors& t, const at::Tensor& indices, int64_t batch_size,
-                         const UpdateArgs& args, const at::Tensor& losses) {
+                         const StepArgs& args, const at::Tensor& losses) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t d = t.X.size(1), k = t.weight.size(0);
   const int64_t total_rows = indices.defined() ? indices.numel() : t.X.size(0);
@@ -554,7 +543,7 @@ void launch_linreg_steps(const LinregTensors& t, const at::Tensor& indices, int6
 #define FUSED_LINREG_INSTANTIATE_LINREG_LAUNCHERS(scalar_t)                                                      \
   template void launch_linreg_grad<scalar_t>(const LinregTensors&, const at::Tensor&, const at::Tensor&,        \
                                              const at::Tensor&);                                                \
-  template void launch_linreg_steps<scalar_t>(const LinregTensors&, const at::Tensor&, int64_t, const UpdateArgs&, \
+  template void launch_linreg_steps<scalar_t>(const LinregTensors&, const at::Tensor&, int64_t, const StepArgs&, \
                                               const at::Tensor&)
 
 }  // namespace fused_linreg::linreg_cuda

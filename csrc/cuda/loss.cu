@@ -1,22 +1,17 @@
-// CUDA kernels of the squared losses: the book's squared_loss, 0.5 * (x - t)^2,
-// and F.mse_loss, (x - t)^2, with reductions none / sum / mean. Both are one
-// kernel with a coefficient, and the arithmetic follows the CPU kernels
-// (loss.cpp) step by step. Sums are two-stage: blocks reduce fixed element
+// CUDA kernels of the squared losses (front: loss.cpp): coefficient * (x - t)^2
+// with reductions none / sum / mean, and its gradient. The arithmetic follows
+// the CPU kernels (cpu/loss.cpp) step by step. Sums are two-stage: blocks reduce fixed element
 // ranges into partials that a second kernel adds in order; no atomics.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
-#include <cmath>
 #include <initializer_list>
-#include <string_view>
 
-#include "checks.h"
 #include "kernel_utils.cuh"
+#include "kernels.h"
 
 namespace fused_linreg {
 namespace {
@@ -150,7 +145,7 @@ int64_t sum_blocks(int64_t numel) {
 
 template <typename scalar_t>
 void launch_squared_difference_sum(const at::Tensor& x, const at::Tensor& t, bool mean, double coefficient,
-                                   at::Tensor& out, cudaStream_t stream) {
+                                   const at::Tensor& out, cudaStream_t stream) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kVec = kVec16<scalar_t>;
   const int64_t numel = x.numel();
@@ -175,8 +170,8 @@ void launch_squared_difference_sum(const at::Tensor& x, const at::Tensor& t, boo
 }
 
 template <typename scalar_t>
-void launch_squared_difference(const at::Tensor& x, const at::Tensor& t, double coefficient, at::Tensor& out,
-                               cudaStream_t stream) {
+void launch_squared_difference(const at::Tensor& x, const at::Tensor& t, double coefficient,
+                               const at::Tensor& out, cudaStream_t stream) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t numel = x.numel();
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -190,32 +185,9 @@ void launch_squared_difference(const at::Tensor& x, const at::Tensor& t, double 
   });
 }
 
-at::Tensor squared_difference_cuda(const at::Tensor& input, const at::Tensor& target, Reduction reduction,
-                                   double coefficient) {
-  const c10::cuda::OptionalCUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  const at::Tensor t = target.reshape(input.sizes()).contiguous();
-  const int64_t numel = x.numel();
-  if (reduction != Reduction::None && numel == 0) {
-    // The sum of nothing is 0 and its mean 0 / 0 = NaN, as in torch.
-    return at::full({}, reduction == Reduction::Sum ? 0.0 : std::nan(""), x.options());
-  }
-  at::Tensor out = reduction == Reduction::None ? at::empty_like(x) : at::empty({}, x.options());
-  if (numel == 0) return out;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.squared_difference", [&] {
-    if (reduction == Reduction::None) {
-      launch_squared_difference<scalar_t>(x, t, coefficient, out, stream);
-    } else {
-      launch_squared_difference_sum<scalar_t>(x, t, reduction == Reduction::Mean, coefficient, out, stream);
-    }
-  });
-  return out;
-}
-
 template <typename scalar_t>
 void launch_squared_difference_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& t,
-                                        Reduction reduction, double coefficient, at::Tensor& grad_input,
+                                        Reduction reduction, double coefficient, const at::Tensor& grad_input,
                                         cudaStream_t stream) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t numel = x.numel();
@@ -238,62 +210,29 @@ void launch_squared_difference_backward(const at::Tensor& g, const at::Tensor& x
   });
 }
 
-at::Tensor squared_difference_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                            const at::Tensor& target, Reduction reduction, double coefficient) {
-  const c10::cuda::OptionalCUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  const at::Tensor t = target.reshape(input.sizes()).contiguous();
-  // A sum or mean has one grad_output value: any layout of it will do.
-  const at::Tensor g = reduction == Reduction::None ? grad_output.contiguous() : grad_output;
-  at::Tensor grad_input = at::empty_like(x);
-  if (x.numel() == 0) return grad_input;
+}  // namespace
+
+void DeviceKernels<c10::kCUDA>::squared_difference(const at::Tensor& x, const at::Tensor& t, Reduction reduction,
+                                                   double coefficient, const at::Tensor& out) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.squared_difference", [&] {
+    if (reduction == Reduction::None) {
+      launch_squared_difference<scalar_t>(x, t, coefficient, out, stream);
+    } else {
+      launch_squared_difference_sum<scalar_t>(x, t, reduction == Reduction::Mean, coefficient, out, stream);
+    }
+  });
+}
+
+void DeviceKernels<c10::kCUDA>::squared_difference_backward(const at::Tensor& grad_output, const at::Tensor& x,
+                                                            const at::Tensor& t, Reduction reduction,
+                                                            double coefficient, const at::Tensor& grad_input) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.squared_difference_backward",
                                   [&] {
-                                    launch_squared_difference_backward<scalar_t>(g, x, t, reduction, coefficient,
-                                                                                 grad_input, stream);
+                                    launch_squared_difference_backward<scalar_t>(grad_output, x, t, reduction,
+                                                                                 coefficient, grad_input, stream);
                                   });
-  return grad_input;
-}
-
-constexpr double kSquaredLossCoefficient = 0.5;
-constexpr double kMseCoefficient = 1.0;
-
-std::string_view as_std(c10::string_view s) { return std::string_view(s.data(), s.size()); }
-
-at::Tensor squared_loss_cuda(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  const Reduction r = parse_reduction(as_std(reduction), "squared_loss");
-  check_loss_args(input, target, "squared_loss", /*same_shape=*/false);
-  return squared_difference_cuda(input, target, r, kSquaredLossCoefficient);
-}
-
-at::Tensor squared_loss_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                      const at::Tensor& target, c10::string_view reduction) {
-  const Reduction r = parse_reduction(as_std(reduction), "squared_loss_backward");
-  check_loss_backward_args(grad_output, input, target, r, "squared_loss_backward", /*same_shape=*/false);
-  return squared_difference_backward_cuda(grad_output, input, target, r, kSquaredLossCoefficient);
-}
-
-at::Tensor mse_loss_cuda(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  const Reduction r = parse_reduction(as_std(reduction), "mse_loss");
-  check_loss_args(input, target, "mse_loss", /*same_shape=*/true);
-  return squared_difference_cuda(input, target, r, kMseCoefficient);
-}
-
-at::Tensor mse_loss_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
-                                  c10::string_view reduction) {
-  const Reduction r = parse_reduction(as_std(reduction), "mse_loss_backward");
-  check_loss_backward_args(grad_output, input, target, r, "mse_loss_backward", /*same_shape=*/true);
-  return squared_difference_backward_cuda(grad_output, input, target, r, kMseCoefficient);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fused_linreg, CUDA, m) {
-  m.impl("squared_loss", &squared_loss_cuda);
-  m.impl("squared_loss_backward", &squared_loss_backward_cuda);
-  m.impl("mse_loss", &mse_loss_cuda);
-  m.impl("mse_loss_backward", &mse_loss_backward_cuda);
 }
 
 }  // namespace fused_linreg

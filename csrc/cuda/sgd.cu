@@ -4,26 +4,20 @@
 // and has one block per chunk of kChunkElements elements, so many small
 // parameters share a launch and big ones spread over the GPU. lr (tensor
 // overload), grad_scale and found_inf are read on the device: no host sync.
-//
-// Non-contiguous params, grads or buffers are updated in contiguous
-// temporaries that are copied back afterwards (SgdWorkList, shared with the
-// CPU kernel).
+// The front (csrc/sgd.cpp) checks the arguments and hands over contiguous lists.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/core/List.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 #include <vector>
 
-#include "checks.h"
 #include "kernel_utils.cuh"
-#include "sgd_lists.h"
+#include "kernels.h"
 #include "sgd_math.h"
 
 namespace fused_linreg {
@@ -191,7 +185,7 @@ __global__ void __launch_bounds__(kThreads)
 // Launches the kernel over the tensors `members` (all of dtype scalar_t), as
 // many tensors per launch as the argument struct holds.
 template <typename scalar_t, int kDepth>
-void launch_sgd(const SgdWorkList& work, const std::vector<size_t>& members,
+void launch_sgd(const SgdLists& work, const std::vector<size_t>& members,
                 const SgdScalars<at::opmath_type<scalar_t>>& scalars, DeviceScalar lr, DeviceScalar grad_scale,
                 DeviceScalar found_inf, cudaStream_t stream) {
   using Tensors = SgdLaunchTensors<kDepth>;
@@ -226,32 +220,19 @@ void launch_sgd(const SgdWorkList& work, const std::vector<size_t>& members,
   flush();
 }
 
-template <typename opmath_t>
-SgdScalars<opmath_t> sgd_scalars(double lr, const SgdOptions& opt) {
-  return {static_cast<opmath_t>(lr), static_cast<opmath_t>(opt.weight_decay), static_cast<opmath_t>(opt.momentum),
-          static_cast<opmath_t>(opt.dampening), opt.nesterov, opt.maximize};
-}
+}  // namespace
 
-// lr_on_device, when present, replaces lr inside the kernel.
-void sgd_cuda_impl(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                   const c10::List<bool>& is_first_step, double lr, DeviceScalar lr_on_device, const SgdOptions& opt,
-                   const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
-  if (params.empty()) return;
-  // The dispatcher picks this kernel when any argument is on CUDA, e.g. an
-  // unused momentum buffer; the params must be.
-  TORCH_CHECK(params[0].is_cuda(), "fused_linreg.sgd_: params are on ", params[0].device(),
-              " but another argument is on CUDA");
-  const c10::cuda::OptionalCUDAGuard guard(params[0].device());
+void DeviceKernels<c10::kCUDA>::sgd(const SgdLists& lists, double lr, const std::optional<at::Tensor>& lr_tensor,
+                                    const SgdOptions& opt, const std::optional<at::Tensor>& grad_scale,
+                                    const std::optional<at::Tensor>& found_inf) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const DeviceScalar lr_on_device = device_scalar(lr_tensor, "lr");
   const DeviceScalar scale = device_scalar(grad_scale, "grad_scale");
   const DeviceScalar inf = device_scalar(found_inf, "found_inf");
   const bool use_momentum = opt.momentum != 0.0;
-  const bool writes_grads = grad_scale.has_value() && grad_scale->defined();
-  SgdWorkList work(params, grads, momentum_buffers, is_first_step, use_momentum, writes_grads);
-
   std::vector<std::pair<at::ScalarType, std::vector<size_t>>> by_dtype;
-  for (size_t i = 0; i < work.params.size(); ++i) {
-    const at::ScalarType dtype = work.params[i].scalar_type();
+  for (size_t i = 0; i < lists.params.size(); ++i) {
+    const at::ScalarType dtype = lists.params[i].scalar_type();
     auto group = std::find_if(by_dtype.begin(), by_dtype.end(), [&](const auto& g) { return g.first == dtype; });
     if (group == by_dtype.end()) group = by_dtype.insert(by_dtype.end(), {dtype, {}});
     group->second.push_back(i);
@@ -261,51 +242,12 @@ void sgd_cuda_impl(at::TensorList params, at::TensorList grads, at::TensorList m
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, group.first, "fused_linreg.sgd_", [&] {
       const auto scalars = sgd_scalars<at::opmath_type<scalar_t>>(lr, opt);
       if (use_momentum) {
-        launch_sgd<scalar_t, 3>(work, members, scalars, lr_on_device, scale, inf, stream);
+        launch_sgd<scalar_t, 3>(lists, members, scalars, lr_on_device, scale, inf, stream);
       } else {
-        launch_sgd<scalar_t, 2>(work, members, scalars, lr_on_device, scale, inf, stream);
+        launch_sgd<scalar_t, 2>(lists, members, scalars, lr_on_device, scale, inf, stream);
       }
     });
   }
-  work.copy_back();
-}
-
-void sgd_cuda(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-              const c10::List<bool>& is_first_step, double lr, double weight_decay, double momentum, double dampening,
-              bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
-              const std::optional<at::Tensor>& found_inf) {
-  const SgdOptions opt{weight_decay, momentum, dampening, nesterov, maximize};
-  check_lr(lr);
-  check_sgd_args(params, grads, momentum_buffers, is_first_step, opt, grad_scale, found_inf);
-  sgd_cuda_impl(params, grads, momentum_buffers, is_first_step, lr, DeviceScalar{nullptr, DeviceScalar::kAbsent}, opt,
-                grad_scale, found_inf);
-}
-
-// A CUDA lr is read by the kernel (its value cannot be checked without a
-// sync); a CPU lr is read and checked here, like a float lr.
-void sgd_tensor_lr_cuda(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                        const c10::List<bool>& is_first_step, const at::Tensor& lr, double weight_decay,
-                        double momentum, double dampening, bool nesterov, bool maximize,
-                        const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
-  const SgdOptions opt{weight_decay, momentum, dampening, nesterov, maximize};
-  check_lr_tensor(lr, params);
-  double lr_value = 0.0;
-  DeviceScalar lr_on_device{nullptr, DeviceScalar::kAbsent};
-  if (lr.is_cpu()) {
-    lr_value = lr.item<double>();
-    check_lr(lr_value);
-  } else {
-    lr_on_device = device_scalar(lr, "lr");
-  }
-  check_sgd_args(params, grads, momentum_buffers, is_first_step, opt, grad_scale, found_inf);
-  sgd_cuda_impl(params, grads, momentum_buffers, is_first_step, lr_value, lr_on_device, opt, grad_scale, found_inf);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fused_linreg, CUDA, m) {
-  m.impl("sgd_", &sgd_cuda);
-  m.impl("sgd_.tensor_lr", &sgd_tensor_lr_cuda);
 }
 
 }  // namespace fused_linreg

@@ -1,0 +1,251 @@
+// CPU kernels of the fused linear-regression ops (front: linreg.cpp):
+// linreg_grad, linreg_step_ and linreg_epoch_. One pass over the rows of X
+// computes each row's residual
+// r = W x + b - y and, while the row is in L1, adds its share of the loss and
+// of both gradients. The update then runs on the small (k, d) parameters.
+// The epoch op runs exactly the step's code once per minibatch, so the two are
+// bitwise identical.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+#include "cpu/rows.h"
+#include "kernels.h"
+#include "param_sums.h"
+#include "sgd_math.h"
+
+namespace fused_linreg {
+namespace {
+
+template <typename scalar_t>
+struct Batch {
+  const scalar_t* X;
+  const scalar_t* y;
+  const int64_t* rows;  // row numbers of the minibatch, or nullptr for rows 0..n-1
+  int64_t n;
+};
+
+// A block of rows, their k dot products and residuals, and the sums that run
+// over all rows per output. Those sums advance one row at a time for all k
+// outputs together: k independent chains of adds, not one long chain per output.
+template <typename scalar_t, typename acc_t>
+struct BlockScratch {
+  int64_t row_ids[cpu::kRowBlock];
+  const scalar_t* x[cpu::kRowBlock];  // the block's rows where they lie
+  const acc_t* x_acc[cpu::kRowBlock];  // or converted to float (see accumulate_rows)
+  std::vector<acc_t> converted;
+  std::vector<acc_t> dots;       // one row's k dot products
+  std::vector<acc_t> residuals;  // residuals[j * kRowBlock + i]: output j of row i
+  std::vector<acc_t> bias_sums;  // per output: sum of its residuals
+  std::vector<acc_t> losses;     // per output: sum of half its squared residuals
+};
+
+template <typename scalar_t, typename acc_t>
+struct Scratch {
+  BlockScratch<scalar_t, acc_t> block;
+  std::vector<acc_t> partials;
+  std::vector<acc_t> weight;  // float copies of the parameters for the half types
+  std::vector<acc_t> bias;
+};
+
+// The residuals of the block's rows x[0..count), their loss and bias sums, and
+// their share of the weight-gradient sums.
+template <typename scalar_t, typename acc_t, typename row_t>
+void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64_t count, const ParamSums& layout,
+                      const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
+  const int64_t d = layout.features, k = layout.outputs;
+  acc_t* dots = block.dots.data();
+  acc_t* residuals = block.residuals.data();
+  acc_t* bias_sums = block.bias_sums.data();
+  acc_t* losses = block.losses.data();
+  for (int64_t i = 0; i < count; ++i) {
+    cpu::dot_all_rows(x[i], W, d, k, dots);
+    const scalar_t* y = batch.y + block.row_ids[i] * k;
+    for (int64_t j = 0; j < k; ++j) {
+      const acc_t r = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
+      residuals[j * cpu::kRowBlock + i] = r;
+      bias_sums[j] += r;
+      losses[j] += acc_t(0.5) * r * r;
+    }
+  }
+  cpu::add_outer_products(x, residuals, count, d, k, sums, layout.per_output());
+}
+
+template <typename scalar_t, typename acc_t>
+void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const ParamSums& layout,
+                     const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
+  using cpu::kRowBlock;
+  const int64_t d = layout.features, k = layout.outputs;
+  block.dots.resize(static_cast<size_t>(k));
+  block.residuals.resize(static_cast<size_t>(k * kRowBlock));
+  block.bias_sums.resize(static_cast<size_t>(k));
+  block.losses.assign(static_cast<size_t>(k), acc_t(0));
+  for (int64_t j = 0; j < k; ++j) block.bias_sums[j] = sums[j * layout.per_output() + d];
+  // Half and bfloat16 rows: with one output they are read in place (converted
+  // in registers); with several each row is read twice per output group, and
+  // converting the block once into float is faster.
+  const bool convert_block = !std::is_same_v<scalar_t, acc_t> && k > 1;
+  if (convert_block) block.converted.resize(static_cast<size_t>(kRowBlock * d));
+  for (int64_t first = begin; first < end; first += kRowBlock) {
+    const int64_t count = std::min(kRowBlock, end - first);
+    for (int64_t i = 0; i < count; ++i) {
+      block.row_ids[i] = batch.rows ? batch.rows[first + i] : first + i;
+      block.x[i] = batch.X + block.row_ids[i] * d;
+    }
+    if (convert_block) {
+      for (int64_t i = 0; i < count; ++i) {
+        acc_t* converted = block.converted.data() + i * d;
+        cpu::convert_to_acc(block.x[i], d, converted);
+        block.x_acc[i] = converted;
+      }
+      accumulate_block(batch, block.x_acc, count, layout, W, b, sums, block);
+    } else {
+      accumulate_block(batch, block.x, count, layout, W, b, sums, block);
+    }
+  }
+  acc_t loss = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    sums[j * layout.per_output() + d] = block.bias_sums[j];
+    loss += block.losses[j];
+  }
+  sums[layout.loss()] += loss;
+}
+
+// totals = the loss and gradient sums over the whole batch (not yet divided by n).
+template <typename scalar_t, typename acc_t>
+void batch_sums(const Batch<scalar_t>& batch, const ParamSums& layout, const acc_t* W, const acc_t* b,
+                Scratch<scalar_t, acc_t>& scratch, acc_t* totals) {
+  const int64_t width = layout.count_with_loss();
+  const int64_t chunks = cpu::row_chunks(batch.n, width);
+  std::fill(totals, totals + width, acc_t(0));
+  if (chunks == 1) {
+    accumulate_rows(batch, 0, batch.n, layout, W, b, totals, scratch.block);
+    return;
+  }
+  const int64_t rows_per_chunk = cpu::ceil_div(batch.n, chunks);
+  scratch.partials.assign(static_cast<size_t>(chunks * width), acc_t(0));
+  acc_t* partials = scratch.partials.data();
+  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    BlockScratch<scalar_t, acc_t> block;
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      accumulate_rows(batch, c * rows_per_chunk, std::min(batch.n, (c + 1) * rows_per_chunk), layout, W, b,
+                      partials + c * width, block);
+    }
+  });
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t e = 0; e < width; ++e) totals[e] += partials[c * width + e];
+  }
+}
+
+// The model's parameters and momentum buffers, contiguous, updated in place.
+template <typename scalar_t>
+struct Model {
+  scalar_t* weight;
+  scalar_t* bias;  // nullptr without a bias
+  scalar_t* weight_momentum;
+  scalar_t* bias_momentum;
+  ParamSums layout;
+};
+
+// `count` values at p as acc_t: p itself when the types agree, else a float copy.
+template <typename acc_t, typename scalar_t>
+const acc_t* values_as(const scalar_t* p, int64_t count, std::vector<acc_t>& storage) {
+  if (p == nullptr) return nullptr;
+  return cpu::row_as<acc_t>(p, count, storage);
+}
+
+template <typename scalar_t, typename acc_t>
+void sgd_update_all(scalar_t* param, scalar_t* buf, const acc_t* grad_sum, int64_t count, int64_t stride,
+                    acc_t inv_n, bool first_step, const SgdScalars<acc_t>& s) {
+  for (int64_t e = 0; e < count; ++e) {
+    acc_t b = buf && !first_step ? static_cast<acc_t>(buf[e]) : acc_t(0);
+    param[e] = static_cast<scalar_t>(sgd_update(static_cast<acc_t>(param[e]), grad_sum[e * stride] * inv_n, b,
+                                                first_step, s));
+    if (buf) buf[e] = static_cast<scalar_t>(b);
+  }
+}
+
+// One step on one minibatch; returns the minibatch loss before the update.
+template <typename scalar_t>
+at::opmath_type<scalar_t> step_on_batch(const Batch<scalar_t>& batch, const Model<scalar_t>& model,
+                                        Scratch<scalar_t, at::opmath_type<scalar_t>>& scratch,
+                                        std::vector<at::opmath_type<scalar_t>>& totals, bool first_step,
+                                        const SgdScalars<at::opmath_type<scalar_t>>& s) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const ParamSums& layout = model.layout;
+  const acc_t* W = values_as<acc_t>(model.weight, layout.outputs * layout.features, scratch.weight);
+  const acc_t* b = values_as<acc_t>(model.bias, layout.outputs, scratch.bias);
+  batch_sums(batch, layout, W, b, scratch, totals.data());
+  const acc_t inv_n = acc_t(1) / static_cast<acc_t>(batch.n);
+  const bool momentum = s.momentum != acc_t(0);
+  for (int64_t j = 0; j < layout.outputs; ++j) {
+    sgd_update_all(model.weight + j * layout.features, momentum ? model.weight_momentum + j * layout.features : nullptr,
+                   totals.data() + j * layout.per_output(), layout.features, 1, inv_n, first_step, s);
+  }
+  if (model.bias) {
+    sgd_update_all(model.bias, momentum ? model.bias_momentum : nullptr, totals.data() + layout.features, layout.outputs,
+                   layout.per_output(), inv_n, first_step, s);
+  }
+  return totals[layout.loss()] * inv_n;
+}
+
+}  // namespace
+
+void DeviceKernels<c10::kCPU>::linreg_steps(const LinregTensors& t, const at::Tensor& rows, int64_t batch_size,
+                                            const StepArgs& args, const at::Tensor& losses) {
+  const int64_t total_rows = rows.defined() ? rows.numel() : t.X.size(0);
+  const int64_t steps = cpu::ceil_div(total_rows, batch_size);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.X.scalar_type(), "fused_linreg.linreg_step_", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto data_or_null = [](const std::optional<at::Tensor>& p) {
+      return p.has_value() ? p->mutable_data_ptr<scalar_t>() : nullptr;
+    };
+    const Model<scalar_t> model{t.weight.mutable_data_ptr<scalar_t>(), data_or_null(t.bias),
+                                data_or_null(t.weight_momentum), data_or_null(t.bias_momentum),
+                                ParamSums{t.X.size(1), t.weight.size(0)}};
+    Scratch<scalar_t, acc_t> scratch;
+    std::vector<acc_t> totals(static_cast<size_t>(model.layout.count_with_loss()));
+    const SgdScalars<acc_t> s = sgd_scalars<acc_t>(args.lr, args.opt);
+    const int64_t* row_ids = rows.defined() ? rows.const_data_ptr<int64_t>() : nullptr;
+    const scalar_t* X_data = t.X.const_data_ptr<scalar_t>();
+    const scalar_t* y_data = t.y.const_data_ptr<scalar_t>();
+    scalar_t* loss_out = losses.mutable_data_ptr<scalar_t>();
+    for (int64_t step = 0; step < steps; ++step) {
+      const int64_t begin = step * batch_size;
+      const int64_t n = std::min(batch_size, total_rows - begin);
+      const Batch<scalar_t> batch = row_ids ? Batch<scalar_t>{X_data, y_data, row_ids + begin, n}
+                                            : Batch<scalar_t>{X_data + begin * model.layout.features,
+                                                              y_data + begin * model.layout.outputs, nullptr, n};
+      const acc_t loss = step_on_batch(batch, model, scratch, totals, args.is_first_step && step == 0, s);
+      loss_out[step] = static_cast<scalar_t>(loss);
+    }
+  });
+}
+
+void DeviceKernels<c10::kCPU>::linreg_grad(const LinregTensors& t, const at::Tensor& loss,
+                                           const at::Tensor& grad_weight, const at::Tensor& grad_bias) {
+  const int64_t d = t.X.size(1), k = t.weight.size(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.X.scalar_type(), "fused_linreg.linreg_grad", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const ParamSums layout{d, k};
+    Scratch<scalar_t, acc_t> scratch;
+    std::vector<acc_t> totals(static_cast<size_t>(layout.count_with_loss()));
+    const Batch<scalar_t> batch{t.X.const_data_ptr<scalar_t>(), t.y.const_data_ptr<scalar_t>(), nullptr, t.X.size(0)};
+    const acc_t* W = values_as<acc_t>(t.weight.const_data_ptr<scalar_t>(), k * d, scratch.weight);
+    const acc_t* b = values_as<acc_t>(t.bias ? t.bias->const_data_ptr<scalar_t>() : nullptr, k, scratch.bias);
+    batch_sums(batch, layout, W, b, scratch, totals.data());
+    const acc_t inv_n = acc_t(1) / static_cast<acc_t>(batch.n);
+    scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
+    scalar_t* gb = grad_bias.mutable_data_ptr<scalar_t>();
+    for (int64_t e = 0; e < layout.count(); ++e) {
+      const int64_t j = layout.output_of(e), c = layout.column_of(e);
+      (layout.is_bias(e) ? gb[j] : gw[j * d + c]) = static_cast<scalar_t>(totals[e] * inv_n);
+    }
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(totals[layout.loss()] * inv_n);
+  });
+}
+
+}  // namespace fused_linreg
