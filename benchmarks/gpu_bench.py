@@ -9,13 +9,13 @@ writes DIR/gpu_bench.md, .csv, .json and the plots (default DIR: benchmarks/resu
 import sys
 from pathlib import Path
 
-from fused_linreg import bench
-from fused_linreg._bench_report import markdown, write_report
+from fused_linreg.bench.report import markdown, write_report
+from fused_linreg.bench.runner import parse_args, run
 
 
 def main() -> None:
-    args = bench.parse_args(["--device", "cuda", *sys.argv[1:]])
-    report = bench.run(args)
+    args = parse_args(["--device", "cuda", *sys.argv[1:]])
+    report = run(args)
     files = write_report(report, args.out or Path("benchmarks/results/gpu"), stem="gpu_bench")
     print(markdown(report))
     print("wrote " + ", ".join(str(f) for f in files))

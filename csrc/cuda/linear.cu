@@ -19,12 +19,7 @@
 namespace fused_linreg {
 namespace {
 
-using cuda::ceil_div;
-using cuda::kVec16;
-using cuda::kWarpSize;
-using cuda::load_pack;
-using cuda::Pack;
-using cuda::store_pack;
+using namespace cuda;  // the kernel helpers of kernel_utils.cuh
 
 constexpr int kThreads = 256;
 // Row kernels give each lane about this many 16-byte packs of a row.

@@ -16,11 +16,7 @@
 namespace fused_linreg {
 namespace {
 
-using cuda::ceil_div;
-using cuda::kVec16;
-using cuda::load_pack;
-using cuda::Pack;
-using cuda::store_pack;
+using namespace cuda;  // the kernel helpers of kernel_utils.cuh
 
 constexpr int kThreads = 256;
 
