@@ -270,6 +270,34 @@ def test_epoch_equals_loop_of_steps_bitwise(case, bias, hyper, dtype, device, ge
             assert_bitwise_equal(state[name], loop_state[name], name)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_epoch_over_x_larger_than_the_caches_equals_loop_of_steps_bitwise(dtype, threads, device, generator):
+    """X of 9.6 and 10.8 MB: the CPU kernel copies each block of minibatches' rows out of X
+    (every thread, while the steps run on the previous block) instead of reading them in
+    place. The bits must not change: permuted and repeating indices, a short last block and
+    a short last minibatch, momentum across blocks, one thread or two."""
+    n = 40_000 if dtype == torch.float64 else 90_000
+    X, y, weight, bias = make_problem(n, 30, 2, generator=generator, dtype=dtype, device=device)
+    loop_weight, loop_bias = weight.clone(), bias.clone()
+    state, loop_state = {}, {}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for indices in (torch.randperm(n, generator=generator), torch.randint(0, n, (n // 2 + 7,), generator=generator)):
+            indices = indices.to(device)
+            losses = fused_linreg.linreg_epoch_(X, y, weight, bias, lr=LR, batch_size=50, indices=indices,
+                                                state=state, **MOMENTUM)
+            expected = step_loop(X, y, loop_weight, loop_bias, indices, 50, loop_state, MOMENTUM)
+            assert_bitwise_equal(losses, expected, "losses")
+            assert_bitwise_equal(weight, loop_weight, "weight")
+            assert_bitwise_equal(bias, loop_bias, "bias")
+            for name in loop_state:
+                assert_bitwise_equal(state[name], loop_state[name], name)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
 def test_epoch_default_indices_are_a_permutation_drawn_from_the_generator(device, generator):
     X, y, weight, bias = make_problem(57, 3, 2, generator=generator, device=device)
     explicit_weight, explicit_bias = weight.clone(), bias.clone()

@@ -10,6 +10,10 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "cpu/rows.h"
@@ -192,6 +196,114 @@ at::opmath_type<scalar_t> step_on_batch(const Batch<scalar_t>& batch, const Mode
   return totals[layout.loss()] * inv_n;
 }
 
+// An epoch reads its rows through its indices, scattered over X. When X is far
+// larger than the caches each row is a cache and TLB miss, and the one thread
+// that runs the minibatches in turn would wait for them a row at a time. Such an
+// epoch instead has the other threads copy the rows, a block of minibatches at a
+// time and up to kGatherSlots blocks ahead, into buffers the steps then read in
+// order: the same values in the same order, so the same bits.
+constexpr int64_t kGatherMinBytes = 8 << 20;     // smaller X is read in place
+constexpr int64_t kGatherBlockBytes = 512 << 10;  // rows copied per block: within L2
+constexpr int64_t kGatherSlots = 3;               // blocks copied ahead of the steps, at most
+constexpr int64_t kGatherGrain = 64;              // rows a thread claims at a time
+constexpr int64_t kPrefetchRows = 8;              // how far ahead a row is prefetched
+
+// Whether X is worth gathering: large, minibatches that fit a block, rows not already in order.
+inline bool gathers_rows(const at::Tensor& X, const int64_t* ids, int64_t total_rows, int64_t batch_size) {
+  if (!ids || X.nbytes() < kGatherMinBytes || batch_size * X.size(1) * X.element_size() > kGatherBlockBytes) {
+    return false;
+  }
+  for (int64_t i = 0; i < total_rows; ++i) {
+    if (ids[i] != i) return true;
+  }
+  return false;
+}
+
+// The epoch's rows, copied block by block into a ring of kGatherSlots buffers by
+// any number of threads. Block b's rows are ids[b * block_rows, ...) and live in
+// slot b % kGatherSlots. The steps' thread only ever waits for rows another thread
+// is copying at that moment, and copiers only wait for the steps to free a slot,
+// so one thread alone (set_num_threads(1), or inside another parallel region)
+// gathers and runs everything itself.
+template <typename scalar_t>
+class GatheredRows {
+ public:
+  GatheredRows(const scalar_t* X, const scalar_t* y, const int64_t* ids, int64_t total_rows, int64_t d, int64_t k,
+               int64_t block_rows)
+      : X_(X), y_(y), ids_(ids), total_rows_(total_rows), d_(d), k_(k), block_rows_(block_rows),
+        blocks_(cpu::ceil_div(total_rows, block_rows)), claimed_(static_cast<size_t>(blocks_)),
+        copied_(static_cast<size_t>(blocks_)) {
+    for (auto& slot : slots_) {
+      slot.X.resize(static_cast<size_t>(block_rows * d));
+      slot.y.resize(static_cast<size_t>(block_rows * k));
+    }
+  }
+
+  // Block b's copied rows of X and y (row i of the block at X + i * d), once all
+  // of them are there: copies what no thread has claimed yet, then waits for the rest.
+  std::pair<const scalar_t*, const scalar_t*> block(int64_t b) {
+    copy_block(b);
+    while (copied_[b].load(std::memory_order_acquire) < rows_of(b)) std::this_thread::yield();
+    const Slot& slot = slots_[b % kGatherSlots];
+    return {slot.X.data(), slot.y.data()};
+  }
+
+  // Block b's buffer may be refilled: the steps are done with it.
+  void release(int64_t b) { released_.store(b + 1, std::memory_order_release); }
+
+  // Stops the copiers early (the steps failed).
+  void abandon() { abandoned_.store(true, std::memory_order_release); }
+
+  // A copier's work: every block in turn, each once its slot is free.
+  void copy_all() {
+    for (int64_t b = 0; b < blocks_; ++b) {
+      while (b >= released_.load(std::memory_order_acquire) + kGatherSlots) {
+        if (abandoned_.load(std::memory_order_acquire)) return;
+        std::this_thread::yield();
+      }
+      copy_block(b);
+    }
+  }
+
+ private:
+  struct Slot {
+    std::vector<scalar_t> X, y;
+  };
+
+  int64_t rows_of(int64_t b) const { return std::min(block_rows_, total_rows_ - b * block_rows_); }
+
+  // Copies pieces of block b claimed from its counter until none are left.
+  void copy_block(int64_t b) {
+    const int64_t count = rows_of(b);
+    const int64_t* ids = ids_ + b * block_rows_;
+    Slot& slot = slots_[b % kGatherSlots];
+    const size_t row_bytes = sizeof(scalar_t) * static_cast<size_t>(d_);
+    for (int64_t begin = claimed_[b].fetch_add(kGatherGrain); begin < count;
+         begin = claimed_[b].fetch_add(kGatherGrain)) {
+      const int64_t end = std::min(count, begin + kGatherGrain);
+      for (int64_t i = begin; i < end; ++i) {
+        if (i + kPrefetchRows < end) {
+          const char* ahead = reinterpret_cast<const char*>(X_ + ids[i + kPrefetchRows] * d_);
+          for (size_t byte = 0; byte < row_bytes; byte += 64) __builtin_prefetch(ahead + byte);
+        }
+        std::memcpy(slot.X.data() + i * d_, X_ + ids[i] * d_, row_bytes);
+        std::memcpy(slot.y.data() + i * k_, y_ + ids[i] * k_, sizeof(scalar_t) * static_cast<size_t>(k_));
+      }
+      copied_[b].fetch_add(end - begin, std::memory_order_release);
+    }
+  }
+
+  const scalar_t* X_;
+  const scalar_t* y_;
+  const int64_t* ids_;
+  const int64_t total_rows_, d_, k_, block_rows_, blocks_;
+  Slot slots_[kGatherSlots];
+  std::vector<std::atomic<int64_t>> claimed_;  // per block: rows claimed by copiers
+  std::vector<std::atomic<int64_t>> copied_;   // per block: rows copied
+  std::atomic<int64_t> released_{0};          // blocks the steps are done with
+  std::atomic<bool> abandoned_{false};
+};
+
 }  // namespace
 
 void DeviceKernels<c10::kCPU>::linreg_steps(const LinregTensors& t, const at::Tensor& rows, int64_t batch_size,
@@ -212,16 +324,47 @@ void DeviceKernels<c10::kCPU>::linreg_steps(const LinregTensors& t, const at::Te
     const int64_t* row_ids = rows.defined() ? rows.const_data_ptr<int64_t>() : nullptr;
     const scalar_t* X_data = t.X.const_data_ptr<scalar_t>();
     const scalar_t* y_data = t.y.const_data_ptr<scalar_t>();
+    const int64_t d = model.layout.features, k = model.layout.outputs;
     scalar_t* loss_out = losses.mutable_data_ptr<scalar_t>();
-    for (int64_t step = 0; step < steps; ++step) {
-      const int64_t begin = step * batch_size;
-      const int64_t n = std::min(batch_size, total_rows - begin);
-      const Batch<scalar_t> batch = row_ids ? Batch<scalar_t>{X_data, y_data, row_ids + begin, n}
-                                            : Batch<scalar_t>{X_data + begin * model.layout.features,
-                                                              y_data + begin * model.layout.outputs, nullptr, n};
-      const acc_t loss = step_on_batch(batch, model, scratch, totals, args.is_first_step && step == 0, s);
-      loss_out[step] = static_cast<scalar_t>(loss);
+    // Steps [step_begin, step_end), reading minibatch rows through `batch_at(first row, rows)`.
+    const auto run_steps = [&](int64_t step_begin, int64_t step_end, const auto& batch_at) {
+      for (int64_t step = step_begin; step < step_end; ++step) {
+        const int64_t begin = step * batch_size;
+        const Batch<scalar_t> batch = batch_at(begin, std::min(batch_size, total_rows - begin));
+        const acc_t loss = step_on_batch(batch, model, scratch, totals, args.is_first_step && step == 0, s);
+        loss_out[step] = static_cast<scalar_t>(loss);
+      }
+    };
+    if (!gathers_rows(t.X, row_ids, total_rows, batch_size)) {
+      run_steps(0, steps, [&](int64_t begin, int64_t n) {
+        return row_ids ? Batch<scalar_t>{X_data, y_data, row_ids + begin, n}
+                       : Batch<scalar_t>{X_data + begin * d, y_data + begin * k, nullptr, n};
+      });
+      return;
     }
+    const int64_t block_steps = kGatherBlockBytes / (batch_size * d * t.X.element_size());
+    const int64_t block_rows = block_steps * batch_size;
+    GatheredRows<scalar_t> gathered(X_data, y_data, row_ids, total_rows, d, k, block_rows);
+    // Task 0 runs the steps; every other task copies rows (a thread running both runs task 0 first).
+    at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t begin, int64_t /*end*/) {
+      if (begin > 0) {
+        gathered.copy_all();
+        return;
+      }
+      try {
+        for (int64_t b = 0, step = 0; step < steps; ++b, step += block_steps) {
+          const std::pair<const scalar_t*, const scalar_t*> block = gathered.block(b);
+          const int64_t first = b * block_rows;
+          run_steps(step, std::min(steps, step + block_steps), [&](int64_t row, int64_t n) {
+            return Batch<scalar_t>{block.first + (row - first) * d, block.second + (row - first) * k, nullptr, n};
+          });
+          gathered.release(b);
+        }
+      } catch (...) {
+        gathered.abandon();
+        throw;
+      }
+    });
   });
 }
 
