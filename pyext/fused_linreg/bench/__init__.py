@@ -9,9 +9,10 @@ Run ``python -m fused_linreg.bench`` (or ``fused-linreg-bench``)::
 
 The memory bandwidth is measured first (read: ``x.amax()``; copy into a
 preallocated buffer; in-place update ``x.add_(y)``) with the matmul rate; every
-row's floor is the bytes (or flops) that must move at those rates. Each implementation is timed with
-``torch.utils.benchmark.Timer.blocked_autorange`` (which synchronises the GPU) after a
-warm-up: the median and IQR of many runs. Inputs smaller than four last-level caches
+row's floor is the bytes (or flops) that must move at those rates. After a warm-up, the
+implementations of a bench are timed side by side: rounds in which each runs one block of calls
+(the GPU synchronised around it), the median and IQR over its blocks, so that a machine whose
+speed drifts slows them all alike. Inputs smaller than four last-level caches
 are rotated among copies, so that every call reads its data from memory as in
 training over real data. torch.compile's first call (the compilation) is excluded and
 reported separately. A Markdown table goes to stdout; the table, CSV, JSON (with the

@@ -12,7 +12,6 @@ import argparse
 import datetime
 import gc
 import itertools
-import logging
 import math
 import os
 import platform
@@ -45,23 +44,6 @@ from .cases import COPY_OP, GEMM_OP, INPLACE_OP, READ_OP, SUITES, Bench, Context
 from .suites import build_benches
 
 
-def _import_torch_benchmark() -> Any:
-    """``torch.utils.benchmark``, imported without the CUDA_HOME warning of torch's build helpers.
-
-    It imports ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found, using
-    CUDA_HOME=..." on every machine with a CUDA toolkit and no GPU; nothing here builds."""
-    build_log = logging.getLogger("torch.utils.cpp_extension")
-    level = build_log.level
-    build_log.setLevel(logging.ERROR)
-    try:
-        from torch.utils import benchmark as module
-    finally:
-        build_log.setLevel(level)
-    return module
-
-
-benchmark = _import_torch_benchmark()
-
 __all__ = ["machine_info", "machine_tag", "main", "parse_args", "run"]
 
 # Rotated inputs add up to this many last-level caches: a victim L3 (AMD's) keeps part
@@ -77,19 +59,20 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch
 
 @dataclass(frozen=True)
 class TimingSettings:
-    """How long to measure: warm-up calls, and the run time and count each median is taken over."""
+    """How long to measure: warm-up calls; each implementation's run time (``min_run_time``, or
+    ``rounds`` calls when longer, at most ``max_run_time``); the rounds it is split into."""
 
     warmup: int
     min_run_time: float
-    min_runs: int
+    rounds: int
     max_run_time: float
     max_copies: int
 
 
-_DEFAULT_TIMING = TimingSettings(warmup=3, min_run_time=0.5, min_runs=15, max_run_time=4.0, max_copies=64)
+_DEFAULT_TIMING = TimingSettings(warmup=3, min_run_time=0.5, rounds=21, max_run_time=4.0, max_copies=64)
 # GPU kernels take microseconds to milliseconds: a shorter window still holds hundreds of runs.
-_CUDA_TIMING = TimingSettings(warmup=3, min_run_time=0.2, min_runs=15, max_run_time=2.0, max_copies=64)
-_QUICK_TIMING = TimingSettings(warmup=1, min_run_time=0.02, min_runs=3, max_run_time=0.2, max_copies=4)
+_CUDA_TIMING = TimingSettings(warmup=3, min_run_time=0.2, rounds=21, max_run_time=2.0, max_copies=64)
+_QUICK_TIMING = TimingSettings(warmup=1, min_run_time=0.02, rounds=3, max_run_time=0.2, max_copies=4)
 
 
 @dataclass(frozen=True)
@@ -119,20 +102,61 @@ def _timed_call(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(fn: Callable[[], object], device: torch.device, settings: TimingSettings, warmup: int) -> Timing:
-    """The median and IQR of ``fn``'s run time, after a first call and ``warmup`` more.
+def _timed_block(fn: Callable[[], object], number: int, device: torch.device) -> float:
+    """Seconds per call of ``number`` calls in a row."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / number
 
-    ``blocked_autorange`` runs ``fn`` in blocks long enough for the timer's overhead
-    to vanish, for at least ``min_runs`` estimated calls or ``min_run_time`` seconds
-    (at most ``max_run_time``), synchronising the GPU around each block."""
+
+@dataclass
+class _Candidate:
+    """One implementation being timed: its calls per block and the per-call time of each block."""
+
+    name: str
+    fn: Callable[[], object]
+    first_call_s: float
+    number: int
+    per_call_s: list[float]
+
+    def timing(self) -> Timing:
+        """The median and IQR over the blocks."""
+        ordered = sorted(self.per_call_s)
+
+        def quantile(q: float) -> float:
+            return ordered[round(q * (len(ordered) - 1))]
+
+        return Timing(quantile(0.5), quantile(0.75) - quantile(0.25), len(ordered) * self.number, self.first_call_s)
+
+
+def _prepared(name: str, fn: Callable[[], object], device: torch.device, settings: TimingSettings,
+              warmup: int) -> _Candidate:
+    """``fn`` called once (its first call, timed on its own) and ``warmup`` times more, with the
+    calls per block that make ``settings.rounds`` blocks last its run time."""
     first = _timed_call(fn, device)
     estimate = first
     for _ in range(warmup):
         estimate = min(estimate, _timed_call(fn, device))
-    run_time = min(max(settings.min_run_time, settings.min_runs * estimate), settings.max_run_time)
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=run_time)
-    return Timing(m.median, m.iqr, len(m.times) * m.number_per_run, first)
+    run_time = min(max(settings.min_run_time, settings.rounds * estimate), settings.max_run_time)
+    number = max(1, round(run_time / settings.rounds / max(estimate, 1e-9)))
+    return _Candidate(name, fn, first, number, [])
+
+
+def measure_side_by_side(candidates: list[_Candidate], device: torch.device, settings: TimingSettings,
+                         errors: Callable[[str, Exception], None]) -> None:
+    """Times the candidates in ``settings.rounds`` rounds of one block each, so that every
+    implementation of a bench sees the same moments of a machine whose speed drifts (a shared
+    VM's did by ±30–50% over seconds); a candidate that fails is reported and dropped."""
+    for _ in range(settings.rounds):
+        for candidate in list(candidates):
+            try:
+                candidate.per_call_s.append(_timed_block(candidate.fn, candidate.number, device))
+            except Exception as exc:  # noqa: BLE001  (one failing implementation must not end the run)
+                errors(candidate.name, exc)
+                candidates.remove(candidate)
 
 
 def last_level_cache_bytes(device: torch.device) -> int:
@@ -175,24 +199,37 @@ def _released(device: torch.device) -> Iterator[None]:
 
 def run_bench(bench: Bench, device: torch.device, settings: TimingSettings, cache_bytes: int,
               progress: _Progress, errors: list[str]) -> dict[str, Timing]:
-    """Times every implementation of ``bench`` on the same inputs; failures go to ``errors``."""
-    timings: dict[str, Timing] = {}
+    """Times every implementation of ``bench`` on the same inputs, side by side; failures go to ``errors``."""
+
+    def failed(name: str, exc: Exception) -> None:
+        side = "ours" if any(impl.ours for impl in bench.impls if impl.name == name) else "baseline"
+        errors.append(f"{side} {name} ({bench.op} {bench.shape}): {type(exc).__name__}: {exc}")
+
     with _released(device):
         copies = _copies(bench, cache_bytes, settings)
         instances = [bench.setup() for _ in range(copies)]
+        candidates = []
         for impl in bench.impls:
             progress.start(f"{impl.name} | {bench.op} {bench.shape}")
             if impl.compiled:
                 torch.compiler.reset()  # its first call is then a full compilation, reported as such
+            fn = _round_robin([instance[impl.name] for instance in instances])
             try:
-                fn = _round_robin([instance[impl.name] for instance in instances])
-                timings[impl.name] = measure(fn, device, settings, settings.warmup + copies - 1)
-            except Exception as exc:  # noqa: BLE001  (one failing implementation must not end the run)
-                side = "ours" if impl.ours else "baseline"
-                errors.append(f"{side} {impl.name} ({bench.op} {bench.shape}): {type(exc).__name__}: {exc}")
+                candidates.append(_prepared(impl.name, fn, device, settings, settings.warmup + copies - 1))
+            except Exception as exc:  # noqa: BLE001
+                failed(impl.name, exc)
             progress.advance()
+        # A later reset dropped the earlier compiled code: recompiled here, not in a timed block.
+        for candidate in list(candidates):
+            try:
+                for _ in range(copies):
+                    candidate.fn()
+            except Exception as exc:  # noqa: BLE001
+                failed(candidate.name, exc)
+                candidates.remove(candidate)
+        measure_side_by_side(candidates, device, settings, failed)
         del instances
-    return timings
+    return {candidate.name: candidate.timing() for candidate in candidates}
 
 
 # ---------------------------------------------------------------------------
