@@ -69,7 +69,9 @@ class Bench:
     inputs; ``min_copies`` input sets are made (and rotated) in any case. ``pairs``
     lists the table's rows as ``(baseline, ours)``; empty means every baseline against
     every one of ours. ``note`` goes into each row, ``remark`` (longer) once under the
-    table.
+    table. ``pause_s`` is slept before each timed block, for implementations whose
+    libraries leave threads spinning after a call (OpenBLAS's, for a tenth of a second):
+    without it they would take the cores from the next block, another implementation's.
     """
 
     suite: str
@@ -84,6 +86,7 @@ class Bench:
     note: str = ""
     remark: str = ""
     min_copies: int = 1
+    pause_s: float = 0.0
 
     def rows(self) -> list[tuple[str, str | None]]:
         """The ``(baseline, ours)`` pairs of the table; ours is None where there is none."""

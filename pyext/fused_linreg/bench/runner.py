@@ -146,12 +146,14 @@ def _prepared(name: str, fn: Callable[[], object], device: torch.device, setting
 
 
 def measure_side_by_side(candidates: list[_Candidate], device: torch.device, settings: TimingSettings,
-                         errors: Callable[[str, Exception], None]) -> None:
+                         errors: Callable[[str, Exception], None], pause_s: float = 0.0) -> None:
     """Times the candidates in ``settings.rounds`` rounds of one block each, so that every
     implementation of a bench sees the same moments of a machine whose speed drifts (a shared
-    VM's did by ±30–50% over seconds); a candidate that fails is reported and dropped."""
+    VM's did by ±30–50% over seconds); a candidate that fails is reported and dropped.
+    ``pause_s`` is slept before each block (see ``Bench.pause_s``)."""
     for _ in range(settings.rounds):
         for candidate in list(candidates):
+            time.sleep(pause_s)
             try:
                 candidate.per_call_s.append(_timed_block(candidate.fn, candidate.number, device))
             except Exception as exc:  # noqa: BLE001  (one failing implementation must not end the run)
@@ -227,7 +229,7 @@ def run_bench(bench: Bench, device: torch.device, settings: TimingSettings, cach
             except Exception as exc:  # noqa: BLE001
                 failed(candidate.name, exc)
                 candidates.remove(candidate)
-        measure_side_by_side(candidates, device, settings, failed)
+        measure_side_by_side(candidates, device, settings, failed, bench.pause_s)
         del instances
     return {candidate.name: candidate.timing() for candidate in candidates}
 
