@@ -194,8 +194,13 @@ def test_a_c_contiguous_array_of_the_training_dtype_is_not_copied(monkeypatch):
 @pytest.mark.parametrize("where", ["X", "y"])
 @pytest.mark.parametrize("kind", ["numpy", "tensor", "memmap"])
 def test_nan_or_inf_in_x_or_y_raises_value_error(bad, where, kind, tmp_path):
+    """One bad value: fit raises (X is checked by the training itself, see _InMemory) and leaves
+    the model unfitted; partial_fit raises and leaves a fitted model as it was."""
     X, y = regression_data(n=100)
-    (X if where == "X" else y)[7] = bad
+    if where == "X":
+        X[73, 2] = bad
+    else:
+        y[73] = bad
     if kind == "tensor":
         X, y = torch.from_numpy(X), torch.from_numpy(y)
     elif kind == "memmap":
@@ -203,10 +208,16 @@ def test_nan_or_inf_in_x_or_y_raises_value_error(bad, where, kind, tmp_path):
         mapped[:] = X
         X = mapped
     model = LinearRegression()
-    with pytest.raises(ValueError, match="contains (NaN|inf)"):
+    with pytest.raises(ValueError, match=f"Input ({where}|X or y) contains (NaN|inf)"):
         model.fit(X, y)
     with pytest.raises(NotFittedError):
         model.predict(X)
+    good_X, good_y = regression_data(n=100)
+    model.fit(good_X, good_y)
+    coef = model.coef_.copy()
+    with pytest.raises(ValueError, match="contains (NaN|inf)"):
+        model.partial_fit(X, y)
+    np.testing.assert_array_equal(model.coef_, coef)
 
 
 def test_sparse_input_raises_a_clear_error():

@@ -141,8 +141,9 @@ def _check_finite(name: str, values: Tensor) -> None:
                          "(e.g. sklearn.impute.SimpleImputer).")
 
 
-def _tensor_features(X: Tensor) -> Tensor:
-    """A tensor ``X`` checked as ``check_array`` checks arrays: 2-D, not empty, real, finite."""
+def _tensor_features(X: Tensor, check_finite: bool = True) -> Tensor:
+    """A tensor ``X`` checked as ``check_array`` checks arrays: 2-D, not empty, real, and finite
+    unless ``check_finite`` is False (training checks it for free, see ``_InMemory``)."""
     if X.layout != torch.strided:
         raise TypeError(f"{_NAME}: sparse X is not supported (layout {X.layout}); pass X.to_dense()")
     if X.dim() != 2:
@@ -154,13 +155,14 @@ def _tensor_features(X: Tensor) -> Tensor:
     X = X.detach()
     if not X.is_floating_point():
         X = X.to(torch.get_default_dtype())
-    _check_finite("X", X)
+    if check_finite:
+        _check_finite("X", X)
     return X
 
 
-def _plain_arrays(X: Any, y: Any | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Without scikit-learn: ``X`` as a finite 2-D float array (float32 and float64 kept, others to
-    float64), ``y`` as a finite 1-D or 2-D array of as many rows."""
+def _plain_arrays(X: Any, y: Any | None, check_finite: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Without scikit-learn: ``X`` as a 2-D float array (float32 and float64 kept, others to
+    float64; finite if ``check_finite``), ``y`` as a finite 1-D or 2-D array of as many rows."""
     if type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"{_NAME}: sparse X is not supported; pass X.toarray()")
     X = np.asarray(X)
@@ -170,7 +172,8 @@ def _plain_arrays(X: Any, y: Any | None) -> tuple[np.ndarray, np.ndarray | None]
         X = X.astype(np.float64)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{_NAME}: X must be a non-empty 2-D array (n_samples, n_features), got shape {X.shape}")
-    _check_finite("X", _from_numpy(X))
+    if check_finite:
+        _check_finite("X", _from_numpy(X))
     if y is None:
         return X, None
     y = np.asarray(y, dtype=np.float64)
@@ -186,7 +189,11 @@ def _plain_arrays(X: Any, y: Any | None) -> tuple[np.ndarray, np.ndarray | None]
 
 
 class _InMemory:
-    """The whole data set as one pair of tensors on the training device (checked when built)."""
+    """The whole data set as one pair of tensors on the training device.
+
+    y is checked when built; X's values are not read beforehand (a pass over X that costs
+    as much as a tenth of an epoch): every epoch visits every row, and a NaN or infinity in a
+    row makes that minibatch's loss non-finite, so X is checked only when a loss is."""
 
     def __init__(self, X: Tensor, y: Tensor) -> None:
         self.X, self.y = X, y
@@ -195,6 +202,10 @@ class _InMemory:
 
     def chunks(self, generator: torch.Generator | None, first_epoch: bool) -> Iterator[tuple[Tensor, Tensor]]:
         yield self.X, self.y
+
+    def raise_if_not_finite(self) -> None:
+        """The ValueError of ``check_array`` if X holds NaN or infinity."""
+        _check_finite("X", self.X)
 
 
 class _Streamed:
@@ -463,16 +474,19 @@ class LinearRegression(RegressorMixin, BaseEstimator):
             raise ValueError(f"X has {n_features} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input.")
 
-    def _validated_arrays(self, X: Any, y: Any | None, reset: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Numpy, pandas or list input through scikit-learn's ``validate_data`` (or our checks without it)."""
+    def _validated_arrays(self, X: Any, y: Any | None, reset: bool,
+                          check_finite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Numpy, pandas or list input through scikit-learn's ``validate_data`` (or our checks
+        without it); X's values are checked finite only if ``check_finite`` (y's always)."""
         dtypes = [np.float64, np.float32]
         if validate_data is None:
-            X, y = _plain_arrays(X, y)
+            X, y = _plain_arrays(X, y, check_finite)
             self._check_n_features(X.shape[1], reset)
             return X, y
         if y is None:
-            return validate_data(self, X, reset=reset, dtype=dtypes), None
-        return validate_data(self, X, y, reset=reset, dtype=dtypes, multi_output=True, y_numeric=True)
+            return validate_data(self, X, reset=reset, dtype=dtypes, ensure_all_finite=check_finite), None
+        return validate_data(self, X, y, reset=reset, dtype=dtypes, multi_output=True, y_numeric=True,
+                             ensure_all_finite=check_finite)
 
     def _memmap_features(self, X: np.memmap, reset: bool) -> np.memmap:
         """A memory-mapped X checked without reading it (its values are checked chunk by chunk)."""
@@ -525,10 +539,10 @@ class LinearRegression(RegressorMixin, BaseEstimator):
             streamed = _Streamed(X, y_array, k, dtype, device_, _chunk_rows(chunk_bytes, row_bytes, batch_size))
             return streamed, y_array.ndim == 1
         if isinstance(X, Tensor):
-            X_t = _tensor_features(X)
+            X_t = _tensor_features(X, check_finite=False)
             self._check_n_features(X_t.shape[1], reset)
         else:
-            X_np, y = self._validated_arrays(X, y, reset)
+            X_np, y = self._validated_arrays(X, y, reset, check_finite=False)
             X_t = _from_numpy(X_np)
         dtype = self._training_dtype(X_t.dtype)
         device_ = self._training_device(device, X_t.device)
@@ -578,6 +592,7 @@ class LinearRegression(RegressorMixin, BaseEstimator):
             for epoch in range(epochs):
                 loss = self._epoch(data, weight, bias, momentum, generator, hyper, first=epoch == 0)
                 if not math.isfinite(loss) or not bool(torch.isfinite(weight).all() & torch.isfinite(bias).all()):
+                    data.raise_if_not_finite()
                     raise ValueError(
                         f"{_NAME}: training diverged in epoch {epoch + 1} (loss {loss}): lr={hyper['lr']} is too "
                         "large for this data. Standardise X (e.g. make_pipeline(StandardScaler(), "
