@@ -261,6 +261,51 @@ void store_new_buffers(const SgdCall& call, PyObject* buffers) {
   }
 }
 
+// Reading hundreds of tensors from Python lists follows chains of dependent
+// loads (each Python object, its TensorImpl; for a parameter's .grad also its
+// autograd metadata and the gradient's TensorImpl) that between two steps are
+// rarely still in cache: one miss after another, tensor after tensor.
+// Prefetching each link a few tensors ahead of the next one overlaps the
+// misses of several tensors instead.
+class TensorChainPrefetcher {
+ public:
+  // `sequence`: a list or tuple (None entries are skipped); `through_grad`: also each tensor's .grad.
+  TensorChainPrefetcher(PyObject* sequence, bool through_grad)
+      : items_(PySequence_Fast_ITEMS(sequence)), count_(PySequence_Fast_GET_SIZE(sequence)),
+        through_grad_(through_grad) {}
+
+  // Call before reading item i.
+  void before(Py_ssize_t i) const {
+    if (i + 4 * kAhead < count_) __builtin_prefetch(items_[i + 4 * kAhead]);
+    if (const c10::TensorImpl* impl = tensor_at(i + 3 * kAhead)) prefetch_lines(impl, sizeof(c10::TensorImpl));
+    if (!through_grad_) return;
+    if (const c10::TensorImpl* impl = tensor_at(i + 2 * kAhead)) {
+      if (const void* meta = impl->autograd_meta()) prefetch_lines(meta, kAutogradMetaBytes);
+    }
+    if (const c10::TensorImpl* impl = tensor_at(i + kAhead)) {
+      const at::Tensor& grad = impl->grad();
+      if (grad.defined()) prefetch_lines(grad.unsafeGetTensorImpl(), sizeof(c10::TensorImpl));
+    }
+  }
+
+ private:
+  static constexpr Py_ssize_t kAhead = 3;
+  static constexpr size_t kAutogradMetaBytes = 256;
+
+  static void prefetch_lines(const void* p, size_t bytes) {
+    for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(static_cast<const char*>(p) + offset);
+  }
+
+  const c10::TensorImpl* tensor_at(Py_ssize_t i) const {
+    if (i >= count_ || !THPVariable_CheckExact(items_[i])) return nullptr;
+    return THPVariable_Unpack(items_[i]).unsafeGetTensorImpl();
+  }
+
+  PyObject** items_;
+  Py_ssize_t count_;
+  bool through_grad_;
+};
+
 bool is_tensor_sequence(PyObject* obj) {
   if (!PyList_CheckExact(obj) && !PyTuple_CheckExact(obj)) return false;
   PyObject** items = PySequence_Fast_ITEMS(obj);
@@ -296,7 +341,12 @@ PyObject* sgd_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t narg
   SgdCall call(THPVariable_Unpack(PySequence_Fast_ITEMS(args[0])[0]).device(), static_cast<size_t>(count));
   PyObject** params = PySequence_Fast_ITEMS(args[0]);
   PyObject** grads = PySequence_Fast_ITEMS(args[1]);
+  const TensorChainPrefetcher param_chains(args[0], false), grad_chains(args[1], false),
+      buffer_chains(use_momentum ? args[2] : args[0], false);
   for (Py_ssize_t i = 0; i < count; ++i) {
+    param_chains.before(i);
+    grad_chains.before(i);
+    if (use_momentum) buffer_chains.before(i);
     add_param(call, THPVariable_Unpack(params[i]), THPVariable_Unpack(grads[i]),
               use_momentum ? PyList_GET_ITEM(args[2], i) : Py_None, i, use_momentum);
   }
@@ -324,41 +374,6 @@ bool read_group(PyObject* obj, GroupArgs& group) {
   return group.hyper.momentum == 0.0 || is_buffer_list(group.buffers, count);
 }
 
-// Reading a parameter's .grad follows a chain of dependent loads (its Python
-// object, its TensorImpl, its autograd metadata, the gradient's TensorImpl)
-// that between two steps is rarely still in cache: one miss after another,
-// parameter after parameter. Prefetching each link a few parameters ahead
-// overlaps the misses of several parameters instead.
-class GradPrefetcher {
- public:
-  explicit GradPrefetcher(PyObject* params) : items_(PySequence_Fast_ITEMS(params)), count_(PyList_GET_SIZE(params)) {}
-
-  // Call before reading parameter i.
-  void before(Py_ssize_t i) const {
-    if (i + 3 * kAhead < count_) __builtin_prefetch(items_[i + 3 * kAhead]);
-    if (const c10::TensorImpl* impl = tensor_at(i + 2 * kAhead)) prefetch_lines(impl, sizeof(c10::TensorImpl));
-    if (const c10::TensorImpl* impl = tensor_at(i + kAhead)) {
-      if (const void* meta = impl->autograd_meta()) prefetch_lines(meta, kAutogradMetaBytes);
-    }
-  }
-
- private:
-  static constexpr Py_ssize_t kAhead = 4;
-  static constexpr size_t kAutogradMetaBytes = 256;
-
-  static void prefetch_lines(const void* p, size_t bytes) {
-    for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(static_cast<const char*>(p) + offset);
-  }
-
-  const c10::TensorImpl* tensor_at(Py_ssize_t i) const {
-    if (i >= count_ || !THPVariable_CheckExact(items_[i])) return nullptr;
-    return THPVariable_Unpack(items_[i]).unsafeGetTensorImpl();
-  }
-
-  PyObject** items_;
-  Py_ssize_t count_;
-};
-
 // optimizer_step_(groups, grad_scale, found_inf): the update of every
 // parameter that has a .grad, one sgd_ call per group and device. Returns the
 // (group, index) pairs whose buffers were created (and stored into the group's
@@ -377,9 +392,11 @@ PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_s
     GroupArgs& group = groups[g];
     if (!read_group(PyList_GET_ITEM(args[0], g), group)) Py_RETURN_NOTIMPLEMENTED;
     const bool use_momentum = group.hyper.momentum != 0.0;
-    const GradPrefetcher prefetcher(group.params);
+    const TensorChainPrefetcher param_chains(group.params, true),
+        buffer_chains(use_momentum ? group.buffers : group.params, false);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(group.params); ++i) {
-      prefetcher.before(i);
+      param_chains.before(i);
+      if (use_momentum) buffer_chains.before(i);
       PyObject* item = PyList_GET_ITEM(group.params, i);
       if (!is_plain_tensor(item)) Py_RETURN_NOTIMPLEMENTED;
       const at::Tensor& param = THPVariable_Unpack(item);
