@@ -128,10 +128,13 @@ def _from_numpy(array: np.ndarray) -> Tensor:
     """``array`` as a tensor sharing its memory (a copy only for negative strides or a foreign byte order)."""
     if not array.dtype.isnative or any(stride < 0 for stride in array.strides):
         array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+    array = np.asarray(array)
+    if array.flags.writeable:
+        return torch.from_numpy(array)
     with warnings.catch_warnings():
         # Read-only arrays (memory maps, sklearn's read-only checks) are fine: nothing writes to X or y.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-        return torch.from_numpy(np.asarray(array))
+        return torch.from_numpy(array)
 
 
 def _check_finite(name: str, values: Tensor) -> None:
@@ -325,8 +328,9 @@ def _epoch_loss_sum(losses: Tensor, rows: int, batch_size: int) -> Tensor:
     """Sum over the rows of the per-row loss, from the per-minibatch mean losses (the last
     minibatch has ``rows - (len - 1) * batch_size`` rows)."""
     losses = losses.double()
+    total = losses.sum() * batch_size
     last = rows - (losses.numel() - 1) * batch_size
-    return losses.sum() * batch_size - losses[-1] * (batch_size - last)
+    return total if last == batch_size else total - losses[-1] * (batch_size - last)
 
 
 def _progress_bar(total: int) -> Any:
