@@ -1,15 +1,21 @@
-// Autograd of the differentiable ops, in C++ (Autograd dispatch key), as
-// torchvision registers its ops' autograd: no Python runs between a call and
-// the kernel. Each forward calls the op below autograd; each backward calls
-// the backward ops through the dispatcher, so compiled graphs see them as
-// single nodes. Differentiating a backward op (double backward) raises.
+// Autograd of the ops, in C++ (Autograd dispatch key), as torchvision
+// registers its ops' autograd: no Python runs between a call and the kernel.
+// Each forward calls the op below autograd; each backward calls the backward
+// ops through the dispatcher, so compiled graphs see them as single nodes. The
+// backward ops are differentiable in turn (double backward, Hessians), their
+// own backward again made of the ops. A C++ autograd Function has no
+// forward-mode formula and functorch refuses it: with a tangent on an input or
+// a torch.func transform running, the differentiable ops are computed by
+// PyTorch's own operators instead (aten_reference.h), and linreg_grad raises.
 #include <c10/core/GradMode.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <string>
 
+#include "aten_reference.h"
 #include "op_handles.h"
+#include "transforms.h"
 
 namespace fused_linreg {
 namespace {
@@ -26,36 +32,34 @@ bool requires_grad(const NotATensor& /*value*/) {
 
 // Whether autograd has anything to record: with grad mode off (no_grad) or no
 // input that requires grad, the ops are called directly, without a graph node.
-template <typename... Tensors>
-bool records(const Tensors&... inputs) {
+template <typename... Args>
+bool records(const Args&... inputs) {
   return at::GradMode::is_enabled() && (requires_grad(inputs) || ...);
 }
 
-// The backward ops (and linreg_grad, which returns gradients as values) are not
-// differentiable: their outputs get a node whose backward raises `*Message`.
-// Without one, autograd would only warn and silently drop those gradients.
-template <const char* const* Message>
-struct NotDifferentiable : public torch::autograd::Function<NotDifferentiable<Message>> {
-  template <typename Call>
-  static variable_list forward(AutogradContext* /*ctx*/, Call call, at::TensorList /*inputs: the graph's edges*/) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return call();
-  }
+// Calls an op below autograd.
+template <typename Signature, typename... Args>
+auto call_below_autograd(const c10::TypedOperatorHandle<Signature>& op, const Args&... args) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op.call(args...);
+}
 
-  static variable_list backward(AutogradContext* /*ctx*/, const variable_list& /*grads*/) {
-    TORCH_CHECK(false, *Message);
-  }
-};
+const c10::TypedOperatorHandle<LinearSig>& linear_op() {
+  static const auto op = find_op<LinearSig>(kLinear);
+  return op;
+}
+const c10::TypedOperatorHandle<LinearBackwardInputSig>& linear_backward_input_op() {
+  static const auto op = find_op<LinearBackwardInputSig>(kLinearBackwardInput);
+  return op;
+}
+const c10::TypedOperatorHandle<LinearBackwardParamsSig>& linear_backward_params_op() {
+  static const auto op = find_op<LinearBackwardParamsSig>(kLinearBackwardParams);
+  return op;
+}
 
 // ---------------------------------------------------------------------------
 // linear: y = x @ weight.T + bias.
 // ---------------------------------------------------------------------------
-
-at::Tensor call_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  static const auto op = find_op<LinearSig>(kLinear);
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op.call(x, weight, bias);
-}
 
 class LinearFunction : public torch::autograd::Function<LinearFunction> {
  public:
@@ -66,22 +70,19 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     const bool params_need_grad = requires_grad(weight) || requires_grad(bias);
     ctx->save_for_backward({params_need_grad ? x : at::Tensor(), requires_grad(x) ? weight : at::Tensor()});
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
-    return call_linear(x, weight, bias);
+    return call_below_autograd(linear_op(), x, weight, bias);
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    static const auto backward_input = find_op<LinearBackwardInputSig>(kLinearBackwardInput);
-    static const auto backward_params = find_op<LinearBackwardParamsSig>(kLinearBackwardParams);
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& grad_out = grad_outputs[0];
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const bool weight_needs = ctx->needs_input_grad(1);
     const bool bias_needs = has_bias && ctx->needs_input_grad(2);
     at::Tensor grad_x, grad_weight, grad_bias;
-    if (!grad_out.defined()) return {grad_x, grad_weight, grad_bias};
-    if (ctx->needs_input_grad(0)) grad_x = backward_input.call(grad_out, saved[1]);
+    if (ctx->needs_input_grad(0)) grad_x = linear_backward_input_op().call(grad_out, saved[1]);
     if (weight_needs || bias_needs) {
-      std::tie(grad_weight, grad_bias) = backward_params.call(grad_out, saved[0]);
+      std::tie(grad_weight, grad_bias) = linear_backward_params_op().call(grad_out, saved[0]);
       if (!weight_needs) grad_weight = at::Tensor();
       if (!bias_needs) grad_bias = at::Tensor();
     }
@@ -90,8 +91,63 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
 };
 
 at::Tensor linear_autograd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  if (!records(x, weight, bias)) return call_linear(x, weight, bias);
+  if (needs_aten_reference(x, weight, bias)) return aten_reference::linear(x, weight, bias);
+  if (!records(x, weight, bias)) return call_below_autograd(linear_op(), x, weight, bias);
   return LinearFunction::apply(x, weight, bias);
+}
+
+// grad_x = grad_out @ weight, bilinear: d grad_out = G @ weight.T (linear),
+// d weight = grad_out^T @ G (linear_backward_params).
+class LinearBackwardInputFunction : public torch::autograd::Function<LinearBackwardInputFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_out, const at::Tensor& weight) {
+    ctx->save_for_backward({requires_grad(weight) ? grad_out : at::Tensor(), requires_grad(grad_out) ? weight : at::Tensor()});
+    return call_below_autograd(linear_backward_input_op(), grad_out, weight);
+  }
+
+  static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& grad = grad_outputs[0];
+    at::Tensor grad_grad_out, grad_weight;
+    if (ctx->needs_input_grad(0)) grad_grad_out = linear_op().call(grad, saved[1], std::nullopt);
+    if (ctx->needs_input_grad(1)) grad_weight = std::get<0>(linear_backward_params_op().call(saved[0], grad));
+    return {grad_grad_out, grad_weight};
+  }
+};
+
+at::Tensor linear_backward_input_autograd(const at::Tensor& grad_out, const at::Tensor& weight) {
+  if (needs_aten_reference(grad_out, weight)) return aten_reference::linear_backward_input(grad_out, weight);
+  if (!records(grad_out, weight)) return call_below_autograd(linear_backward_input_op(), grad_out, weight);
+  return LinearBackwardInputFunction::apply(grad_out, weight);
+}
+
+// (grad_weight, grad_bias) = (grad_out^T @ x, row sum of grad_out), bilinear:
+// d grad_out = x @ G_weight.T + G_bias (linear), d x = grad_out @ G_weight.
+class LinearBackwardParamsFunction : public torch::autograd::Function<LinearBackwardParamsFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out, const at::Tensor& x) {
+    ctx->save_for_backward({requires_grad(x) ? grad_out : at::Tensor(), requires_grad(grad_out) ? x : at::Tensor()});
+    auto [grad_weight, grad_bias] = call_below_autograd(linear_backward_params_op(), grad_out, x);
+    return {grad_weight, grad_bias};
+  }
+
+  // An output that took no part in the loss comes as zeros (materialized grads).
+  static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& grad_weight = grad_outputs[0];
+    const at::Tensor& grad_bias = grad_outputs[1];
+    at::Tensor grad_grad_out, grad_x;
+    if (ctx->needs_input_grad(0)) grad_grad_out = linear_op().call(saved[1], grad_weight, grad_bias);
+    if (ctx->needs_input_grad(1)) grad_x = linear_backward_input_op().call(saved[0], grad_weight);
+    return {grad_grad_out, grad_x};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> linear_backward_params_autograd(const at::Tensor& grad_out, const at::Tensor& x) {
+  if (needs_aten_reference(grad_out, x)) return aten_reference::linear_backward_params(grad_out, x);
+  if (!records(grad_out, x)) return call_below_autograd(linear_backward_params_op(), grad_out, x);
+  const variable_list grads = LinearBackwardParamsFunction::apply(grad_out, x);
+  return {grads[0], grads[1]};
 }
 
 // ---------------------------------------------------------------------------
@@ -102,18 +158,29 @@ at::Tensor linear_autograd(const at::Tensor& x, const at::Tensor& weight, const 
 struct SquaredLossOps {
   static constexpr const char* const* kForward = &kSquaredLoss;
   static constexpr const char* const* kBackward = &kSquaredLossBackward;
+  static constexpr double kGradientScale = aten_reference::kSquaredLossGradientScale;
+  static constexpr auto reference = &aten_reference::squared_loss;
+  static constexpr auto reference_backward = &aten_reference::squared_loss_backward;
 };
 
 struct MseLossOps {
   static constexpr const char* const* kForward = &kMseLoss;
   static constexpr const char* const* kBackward = &kMseLossBackward;
+  static constexpr double kGradientScale = aten_reference::kMseLossGradientScale;
+  static constexpr auto reference = &aten_reference::mse_loss;
+  static constexpr auto reference_backward = &aten_reference::mse_loss_backward;
 };
 
 template <typename Ops>
-at::Tensor call_loss(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
+const c10::TypedOperatorHandle<LossSig>& loss_op() {
   static const auto op = find_op<LossSig>(*Ops::kForward);
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op.call(input, target, reduction);
+  return op;
+}
+
+template <typename Ops>
+const c10::TypedOperatorHandle<LossBackwardSig>& loss_backward_op() {
+  static const auto op = find_op<LossBackwardSig>(*Ops::kBackward);
+  return op;
 }
 
 template <typename Ops>
@@ -124,106 +191,117 @@ class LossFunction : public torch::autograd::Function<LossFunction<Ops>> {
     // Both gradients need both tensors (they depend on input - target).
     ctx->save_for_backward({input, target});
     ctx->saved_data["reduction"] = std::string(reduction);
-    return call_loss<Ops>(input, target, reduction);
+    return call_below_autograd(loss_op<Ops>(), input, target, reduction);
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
-    static const auto backward_op = find_op<LossBackwardSig>(*Ops::kBackward);
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor& grad_output = grad_outputs[0];
-    at::Tensor grad_input, grad_target;
-    if (grad_output.defined()) {
-      grad_input = backward_op.call(grad_output, saved[0], saved[1], ctx->saved_data["reduction"].toStringRef());
-      if (ctx->needs_input_grad(1)) grad_target = grad_input.neg().reshape(saved[1].sizes());
-      if (!ctx->needs_input_grad(0)) grad_input = at::Tensor();
-    }
+    at::Tensor grad_input =
+        loss_backward_op<Ops>().call(grad_outputs[0], saved[0], saved[1], ctx->saved_data["reduction"].toStringRef());
+    at::Tensor grad_target;
+    if (ctx->needs_input_grad(1)) grad_target = grad_input.neg().reshape_symint(saved[1].sym_sizes());
+    if (!ctx->needs_input_grad(0)) grad_input = at::Tensor();
     return {grad_input, grad_target, at::Tensor()};
   }
 };
 
 template <typename Ops>
 at::Tensor loss_autograd(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  if (!records(input, target)) return call_loss<Ops>(input, target, reduction);
+  if (needs_aten_reference(input, target)) return Ops::reference(input, target, reduction);
+  if (!records(input, target)) return call_below_autograd(loss_op<Ops>(), input, target, reduction);
   return LossFunction<Ops>::apply(input, target, reduction);
 }
 
-// ---------------------------------------------------------------------------
-// Not differentiable: the backward ops and linreg_grad.
-// ---------------------------------------------------------------------------
+// grad_input = grad_output * c * (input - target), c = kGradientScale (divided
+// by the element count for "mean"): linear in grad_output and in input - target.
+template <typename Ops>
+class LossBackwardFunction : public torch::autograd::Function<LossBackwardFunction<Ops>> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& input,
+                            const at::Tensor& target, c10::string_view reduction) {
+    ctx->save_for_backward({grad_output, input, target});
+    ctx->saved_data["reduction"] = std::string(reduction);
+    return call_below_autograd(loss_backward_op<Ops>(), grad_output, input, target, reduction);
+  }
 
-template <typename Signature>
-struct BelowAutograd;
-
-// Calls `name` below autograd; with something to record, its outputs get a node
-// whose backward raises.
-template <typename Return, typename... Args>
-struct BelowAutograd<Return(Args...)> {
-  template <const char* const* Name, const char* const* Message>
-  static Return call(Args... args) {
-    static const auto op = find_op<Return(Args...)>(*Name);
-    if (!records(args...)) {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      return op.call(args...);
+  static variable_list backward(AutogradContext* ctx, const variable_list& grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& grad_output = saved[0];
+    const at::Tensor& input = saved[1];
+    const at::Tensor& target = saved[2];
+    const at::Tensor scaled = aten_reference::scale_loss_gradient(grad_outputs[0], Ops::kGradientScale, input,
+                                                                  ctx->saved_data["reduction"].toStringRef());
+    at::Tensor grad_grad_output, grad_input, grad_target;
+    if (ctx->needs_input_grad(0)) {
+      grad_grad_output = at::sum_to(scaled.mul(aten_reference::difference(input, target)), grad_output.sym_sizes());
     }
-    return unpack<Return>(NotDifferentiable<Message>::apply(
-        [&] { return pack(op.call(args...)); }, at::TensorList(tensors_of(args...))));
-  }
-
- private:
-  static variable_list tensors_of(Args... args) {
-    variable_list tensors;
-    (append_tensor(tensors, args), ...);
-    return tensors;
-  }
-  static void append_tensor(variable_list& tensors, const at::Tensor& t) { tensors.push_back(t); }
-  static void append_tensor(variable_list& tensors, const std::optional<at::Tensor>& t) {
-    if (t.has_value()) tensors.push_back(*t);
-  }
-  template <typename T>
-  static void append_tensor(variable_list& /*tensors*/, const T& /*not_a_tensor*/) {}
-
-  static variable_list pack(const at::Tensor& t) { return {t}; }
-  template <typename... Ts>
-  static variable_list pack(const std::tuple<Ts...>& ts) {
-    return std::apply([](const auto&... t) { return variable_list{t...}; }, ts);
-  }
-  template <typename R>
-  static R unpack(const variable_list& outputs) {
-    if constexpr (std::is_same_v<R, at::Tensor>) {
-      return outputs[0];
-    } else {
-      return unpack_tuple<R>(outputs, std::make_index_sequence<std::tuple_size_v<R>>());
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      const at::Tensor grad_difference = scaled.mul(grad_output);
+      if (ctx->needs_input_grad(1)) grad_input = grad_difference;
+      if (ctx->needs_input_grad(2)) grad_target = grad_difference.neg().reshape_symint(target.sym_sizes());
     }
-  }
-  template <typename R, size_t... I>
-  static R unpack_tuple(const variable_list& outputs, std::index_sequence<I...>) {
-    return R(outputs[I]...);
+    return {grad_grad_output, grad_input, grad_target, at::Tensor()};
   }
 };
 
-constexpr const char* kDoubleBackward =
-    "fused_linreg: double backward is not supported (a gradient computed by a fused_linreg operator was "
-    "differentiated, e.g. with create_graph=True); use torch.nn.functional for that";
-constexpr const char* kLinregGradNotDifferentiable =
-    "fused_linreg: linreg_grad is not differentiable: it returns the loss and its gradients as plain values "
-    "(fused_linreg.linreg_grad computes them under torch.no_grad()); for a differentiable loss use "
-    "fused_linreg.linear and fused_linreg.squared_loss";
+template <typename Ops>
+at::Tensor loss_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+                                  c10::string_view reduction) {
+  if (needs_aten_reference(grad_output, input, target)) {
+    return Ops::reference_backward(grad_output, input, target, reduction);
+  }
+  if (!records(grad_output, input, target)) {
+    return call_below_autograd(loss_backward_op<Ops>(), grad_output, input, target, reduction);
+  }
+  return LossBackwardFunction<Ops>::apply(grad_output, input, target, reduction);
+}
 
+// ---------------------------------------------------------------------------
+// linreg_grad returns the loss and its gradients as values: not differentiable.
+// Its outputs get a node whose backward raises (without one, autograd would
+// only warn and silently drop those gradients).
+// ---------------------------------------------------------------------------
+
+constexpr const char* kLinregGradAdvice =
+    "it returns the loss and its gradients as plain values; for a differentiable loss use fused_linreg.linear "
+    "and fused_linreg.squared_loss";
+
+struct LinregGradNotDifferentiable : public torch::autograd::Function<LinregGradNotDifferentiable> {
+  static variable_list forward(AutogradContext* /*ctx*/, const at::Tensor& X, const at::Tensor& y,
+                               const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+    static const auto op = find_op<LinregGradSig>(kLinregGrad);
+    auto [loss, grad_weight, grad_bias] = call_below_autograd(op, X, y, weight, bias);
+    return {loss, grad_weight, grad_bias};
+  }
+
+  static variable_list backward(AutogradContext* /*ctx*/, const variable_list& /*grads*/) {
+    TORCH_CHECK(false, "fused_linreg.linreg_grad is not differentiable: ", kLinregGradAdvice);
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linreg_grad_autograd(const at::Tensor& X, const at::Tensor& y,
+                                                                     const at::Tensor& weight,
+                                                                     const std::optional<at::Tensor>& bias) {
+  check_not_transformed("linreg_grad", kLinregGradAdvice, X, y, weight, bias);
+  if (!records(X, y, weight, bias)) {
+    static const auto op = find_op<LinregGradSig>(kLinregGrad);
+    return call_below_autograd(op, X, y, weight, bias);
+  }
+  const variable_list outputs = LinregGradNotDifferentiable::apply(X, y, weight, bias);
+  return {outputs[0], outputs[1], outputs[2]};
+}
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_linreg, Autograd, m) {
   m.impl("linear", &linear_autograd);
+  m.impl("linear_backward_input", &linear_backward_input_autograd);
+  m.impl("linear_backward_params", &linear_backward_params_autograd);
   m.impl("squared_loss", &loss_autograd<SquaredLossOps>);
+  m.impl("squared_loss_backward", &loss_backward_autograd<SquaredLossOps>);
   m.impl("mse_loss", &loss_autograd<MseLossOps>);
-  m.impl("linear_backward_input",
-         &BelowAutograd<LinearBackwardInputSig>::call<&kLinearBackwardInput, &kDoubleBackward>);
-  m.impl("linear_backward_params",
-         &BelowAutograd<LinearBackwardParamsSig>::call<&kLinearBackwardParams, &kDoubleBackward>);
-  m.impl("squared_loss_backward",
-         &BelowAutograd<LossBackwardSig>::call<&kSquaredLossBackward, &kDoubleBackward>);
-  m.impl("mse_loss_backward", &BelowAutograd<LossBackwardSig>::call<&kMseLossBackward, &kDoubleBackward>);
-  m.impl("linreg_grad", &BelowAutograd<LinregGradSig>::call<&kLinregGrad, &kLinregGradNotDifferentiable>);
+  m.impl("mse_loss_backward", &loss_backward_autograd<MseLossOps>);
+  m.impl("linreg_grad", &linreg_grad_autograd);
 }
 
 }  // namespace fused_linreg

@@ -4,8 +4,9 @@
 // "fused_linreg.<op>: <argument> ...".
 #pragma once
 
+#include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/MemoryOverlap.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/util/ArrayRef.h>
 
 #include <algorithm>
@@ -14,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "memory_overlap.h"
+#include "pointer_map.h"
 #include "sgd_math.h"
 
 namespace fused_linreg {
@@ -53,40 +56,31 @@ inline std::string overlap_arg_name(const OverlapArg& arg) {
 // optimizer lists (every tensor its own allocation) costs O(n), no sort.
 class StorageSet {
  public:
-  explicit StorageSet(size_t expected) {
-    size_t capacity = 16;
-    while (capacity < 2 * expected) capacity *= 2;
-    slots_.assign(capacity, nullptr);
-  }
+  explicit StorageSet(size_t expected) : storages_(expected) {}
 
   // Adds t's storage; false if it was there already (or t has none to compare).
   bool insert(const at::Tensor& t) {
     if (!t.defined() || t.numel() == 0) return true;
-    if (!t.has_storage() || 2 * ++size_ > slots_.size()) return false;
-    const void* storage = t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl();
-    // Fibonacci hashing: allocations are aligned, the low bits of an address say little.
-    size_t slot = static_cast<size_t>((reinterpret_cast<uintptr_t>(storage) * 0x9E3779B97F4A7C15ull) >> 32);
-    for (;; ++slot) {
-      slot &= slots_.size() - 1;
-      if (slots_[slot] == nullptr) break;
-      if (slots_[slot] == storage) return false;
-    }
-    slots_[slot] = storage;
-    return true;
+    return t.has_storage() && storages_.insert(t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(), true);
   }
 
  private:
-  std::vector<const void*> slots_;
-  size_t size_ = 0;
+  PointerMap<bool> storages_;
 };
 
-// A tensor written in place must not have elements that share memory: an
-// expanded (stride-0) tensor would be written through a contiguous temporary
-// whose copy back fails, after the other updates are done.
-inline void check_no_internal_overlap(const OverlapArg& arg, const char* op) {
+// A tensor the op writes in place: not an inference tensor outside inference
+// mode (torch refuses to update one, but only after our kernel wrote it), and
+// without elements that share memory: an expanded (stride-0) tensor would be
+// written through a contiguous temporary whose copy back fails, after the other
+// updates are done.
+inline void check_writable(const OverlapArg& arg, const char* op) {
   const at::Tensor& t = *arg.tensor;
-  TORCH_CHECK(!t.defined() || t.numel() == 0 || at::has_internal_overlap(t) != at::MemOverlap::Yes, "fused_linreg.",
-              op, ": ", overlap_arg_name(arg),
+  if (!t.defined()) return;
+  TORCH_CHECK(!t.is_inference() || c10::InferenceMode::is_enabled(), "fused_linreg.", op, ": ",
+              overlap_arg_name(arg),
+              " is an inference tensor (made under torch.inference_mode()) and cannot be updated in place outside "
+              "inference mode; clone it first");
+  TORCH_CHECK(!has_internal_overlap_exact(t), "fused_linreg.", op, ": ", overlap_arg_name(arg),
               " has elements that share memory (e.g. an expanded tensor) and cannot be written in place");
 }
 
@@ -95,18 +89,16 @@ inline void check_no_internal_overlap(const OverlapArg& arg, const char* op) {
 // tensor that shares memory with another argument would end up with whichever
 // write came last, or be read after it changed. Such a call raises, naming the
 // earliest such pair in argument order (`args` is in argument order).
-// Overlap is decided as torch's own in-place ops decide it (at::get_overlap_status):
-// between tensors whose elements are dense in memory it is always found; between
-// strided views of one buffer (two columns of a matrix do not overlap, two
-// diagonals may) it cannot be decided cheaply, and the call is let through.
-// Tensors in distinct storages need no more; otherwise only tensors whose
-// address ranges intersect are compared, after a sort by address, so sgd_'s
-// lists of hundreds of tensors cost O(n log n), not O(n^2).
+// Overlap means a shared element, decided exactly for any strides
+// (memory_overlap.h): x[0::2] and x[1::2] may both be written, x[:, 0:2] and
+// x[:, 1:3] may not. Tensors in distinct storages need no more; otherwise only
+// tensors whose address ranges intersect are compared, after a sort by
+// address, so sgd_'s lists of hundreds of tensors cost O(n log n), not O(n^2).
 inline void check_no_overlap(const std::vector<OverlapArg>& args, const char* op) {
   StorageSet storages(args.size());
   bool distinct = true;
   for (const OverlapArg& arg : args) {
-    if (arg.written) check_no_internal_overlap(arg, op);
+    if (arg.written) check_writable(arg, op);
     distinct = storages.insert(*arg.tensor) && distinct;
   }
   if (distinct) return;
@@ -119,15 +111,13 @@ inline void check_no_overlap(const std::vector<OverlapArg>& args, const char* op
   spans.reserve(args.size());
   for (size_t a = 0; a < args.size(); ++a) {
     const at::Tensor& t = *args[a].tensor;
-    if (!t.defined() || t.numel() == 0) continue;
-    int64_t low = 0, high = 0;  // element offsets of the first and last element in memory
-    for (int64_t dim = 0; dim < t.dim(); ++dim) {
-      const int64_t extent = t.stride(dim) * (t.size(dim) - 1);
-      (extent < 0 ? low : high) += extent;
-    }
-    const uintptr_t data = reinterpret_cast<uintptr_t>(t.const_data_ptr());
-    const int64_t item = static_cast<int64_t>(t.itemsize());
-    spans.push_back({data + low * item, data + (high + 1) * item, a});
+    // A tensor without storage (a wrapper subclass) has no address to compare.
+    if (!t.defined() || t.numel() == 0 || !t.has_storage()) continue;
+    const StridedLayout layout(t);
+    const uintptr_t storage = reinterpret_cast<uintptr_t>(t.storage().data());
+    const auto item = static_cast<uintptr_t>(t.itemsize());
+    spans.push_back({storage + static_cast<uintptr_t>(layout.base) * item,
+                     storage + static_cast<uintptr_t>(layout.last() + 1) * item, a});
   }
   std::sort(spans.begin(), spans.end(), [](const Span& l, const Span& r) { return l.begin < r.begin; });
   size_t first = args.size(), second = args.size();  // the pair to report: first < second
@@ -135,8 +125,7 @@ inline void check_no_overlap(const std::vector<OverlapArg>& args, const char* op
     for (size_t j = i + 1; j < spans.size() && spans[j].begin < spans[i].end; ++j) {
       const size_t a = std::min(spans[i].arg, spans[j].arg), b = std::max(spans[i].arg, spans[j].arg);
       if (!args[a].written && !args[b].written) continue;
-      const at::MemOverlapStatus status = at::get_overlap_status(*args[a].tensor, *args[b].tensor);
-      if (status != at::MemOverlapStatus::Full && status != at::MemOverlapStatus::Partial) continue;
+      if (!args[a].tensor->is_alias_of(*args[b].tensor) || !share_memory(*args[a].tensor, *args[b].tensor)) continue;
       if (b < second || (b == second && a < first)) {
         first = a;
         second = b;
@@ -163,5 +152,13 @@ inline void check_sgd_options(const SgdOptions& opt, const char* op) {
               ": nesterov requires momentum > 0 and dampening == 0, got momentum=", opt.momentum,
               ", dampening=", opt.dampening);
 }
+
+// Every check sgd_ makes before it writes (sgd.cpp); lr_tensor, when given, is
+// the learning rate instead of lr. The optimizer's step checks every group with
+// it before it updates any.
+void check_sgd_call(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                    const c10::List<bool>& is_first_step, double lr, const std::optional<at::Tensor>& lr_tensor,
+                    const SgdOptions& opt, const std::optional<at::Tensor>& grad_scale,
+                    const std::optional<at::Tensor>& found_inf);
 
 }  // namespace fused_linreg

@@ -6,6 +6,7 @@
 // (Tensor(a!), Tensor(a!)[], Tensor(a!)?), so that a backward through a graph
 // that saved one of them raises instead of silently using the updated values.
 // Both are unboxed: an optimizer step passes lists of hundreds of tensors.
+// They have no tangent formula: a tangent or a torch.func wrapper raises.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/variable.h>
@@ -16,9 +17,14 @@
 #include <vector>
 
 #include "op_handles.h"
+#include "transforms.h"
 
 namespace fused_linreg {
 namespace {
+
+constexpr const char* kNotDifferentiable =
+    "an in-place update is not a differentiable function; call it outside forward-mode AD and torch.func "
+    "transforms, on plain tensors";
 
 template <typename F>
 void for_each_tensor(const at::Tensor& t, F&& f) {
@@ -61,6 +67,7 @@ struct InPlaceOp<Name, Overload, Ret(Args...)> {
   }
 
   static Ret autograd(c10::DispatchKeySet keys, Args... args) {
+    check_not_transformed(op_name().c_str(), kNotDifferentiable, args...);
     if (at::GradMode::is_enabled()) {
       size_t index = 0;
       (check_not_grad_leaf(index++, args), ...);
@@ -106,9 +113,12 @@ struct InPlaceOp<Name, Overload, Ret(Args...)> {
   }
 
   // "sgd_" of "fused_linreg::sgd_".
-  static std::string op_name() {
-    const std::string& qualified = op().schema().name();
-    return qualified.substr(qualified.find("::") + 2);
+  static const std::string& op_name() {
+    static const std::string name = [] {
+      const std::string& qualified = op().schema().name();
+      return qualified.substr(qualified.find("::") + 2);
+    }();
+    return name;
   }
 };
 

@@ -10,6 +10,7 @@
 #include <Python.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/object_ptr.h>
 
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/ops/empty_like.h>
@@ -18,7 +19,9 @@
 #include <utility>
 #include <vector>
 
+#include "checks.h"
 #include "op_handles.h"
+#include "pointer_map.h"
 
 namespace fused_linreg {
 namespace {
@@ -178,43 +181,51 @@ class BorrowedTensors {
   std::vector<at::Tensor> tensors_;
 };
 
-// The tensors of one sgd_ call (one device). first_step[i]: buffers[i] is new
-// (held in new_buffers) and must be stored at slots[i] of the caller's list if
-// the step was not skipped.
+// The tensors of one sgd_ call (one device). buffer_objects[i] is the caller's
+// momentum buffer of params[i] (None: no buffer yet); prepare_buffers turns
+// them into the op's buffers, new ones (held in new_buffers) for first steps.
 struct SgdCall {
   SgdCall(at::Device device, size_t capacity) : device(device) {
     params.reserve(capacity);
     grads.reserve(capacity);
-    buffers.reserve(capacity);
-    first_step.reserve(capacity);
-    slots.reserve(capacity);
+    param_objects.reserve(capacity);
+    buffer_objects.reserve(capacity);
   }
 
   at::Device device;
   BorrowedTensors params;
   BorrowedTensors grads;
+  std::vector<PyObject*> param_objects;   // borrowed
+  std::vector<PyObject*> buffer_objects;  // borrowed
   BorrowedTensors buffers;
   c10::List<bool> first_step;
-  std::vector<Py_ssize_t> slots;
   std::vector<at::Tensor> new_buffers;  // owned here; buffers borrows them
 };
 
-// Adds a parameter; `buffer` is the caller's entry (None: no buffer yet).
-void add_param(SgdCall& call, const at::Tensor& param, const at::Tensor& grad, PyObject* buffer, Py_ssize_t slot,
-               bool use_momentum) {
+void add_param(SgdCall& call, PyObject* param_object, const at::Tensor& param, const at::Tensor& grad,
+               PyObject* buffer) {
   call.params.push_back(param);
   call.grads.push_back(grad);
-  if (!use_momentum) return;
-  const bool first = buffer == Py_None;
-  if (first) {
-    // The kernel never reads a first-step buffer (it sets buf = g): empty is enough.
-    call.new_buffers.push_back(at::empty_like(param));
-    call.buffers.push_back(call.new_buffers.back());
-  } else {
-    call.buffers.push_back(THPVariable_Unpack(buffer));
+  call.param_objects.push_back(param_object);
+  call.buffer_objects.push_back(buffer);
+}
+
+// With momentum: the op's buffer list and first-step flags from buffer_objects.
+void prepare_buffers(SgdCall& call) {
+  const size_t count = call.buffer_objects.size();
+  call.buffers.reserve(count);
+  call.first_step.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    const bool first = call.buffer_objects[i] == Py_None;
+    if (first) {
+      // The kernel never reads a first-step buffer (it sets buf = g): empty is enough.
+      call.new_buffers.push_back(at::empty_like(call.params[i]));
+      call.buffers.push_back(call.new_buffers.back());
+    } else {
+      call.buffers.push_back(THPVariable_Unpack(call.buffer_objects[i]));
+    }
+    call.first_step.push_back(first);
   }
-  call.first_step.push_back(first);
-  call.slots.push_back(slot);
 }
 
 at::Tensor on_device(const at::Tensor& t, const at::Device& device) {
@@ -225,6 +236,19 @@ at::Tensor on_device(const at::Tensor& t, const at::Device& device) {
 std::optional<at::Tensor> on_device(const std::optional<at::Tensor>& t, const at::Device& device) {
   if (!t.has_value()) return std::nullopt;
   return on_device(*t, device);
+}
+
+std::optional<at::Tensor> lr_tensor_on(const SgdHyper& hyper, const at::Device& device) {
+  if (hyper.lr_tensor == nullptr) return std::nullopt;
+  return on_device(THPVariable_Unpack(hyper.lr_tensor), device);
+}
+
+// Every check sgd_ would make on `call`, without running it.
+void check_call(const SgdCall& call, const SgdHyper& hyper, const std::optional<at::Tensor>& grad_scale,
+                const std::optional<at::Tensor>& found_inf) {
+  const SgdOptions opt{hyper.weight_decay, hyper.momentum, hyper.dampening, hyper.nesterov, hyper.maximize};
+  check_sgd_call(call.params, call.grads, call.buffers, call.first_step, hyper.lr, lr_tensor_on(hyper, call.device),
+                 opt, on_device(grad_scale, call.device), on_device(found_inf, call.device));
 }
 
 // Runs sgd_ on `call` (under no_grad, as optimizers do) and returns whether the
@@ -240,9 +264,8 @@ bool run_sgd(const SgdCall& call, const SgdHyper& hyper, const std::optional<at:
   // tensor of the lists, and without the GIL each such drop acquires it.
   at::AutoGradMode no_grad(false);
   if (hyper.lr_tensor != nullptr) {
-    tensor_lr.call(call.params, call.grads, call.buffers, call.first_step,
-                   on_device(THPVariable_Unpack(hyper.lr_tensor), device), hyper.weight_decay, hyper.momentum,
-                   hyper.dampening, hyper.nesterov, hyper.maximize, scale, inf);
+    tensor_lr.call(call.params, call.grads, call.buffers, call.first_step, *lr_tensor_on(hyper, device),
+                   hyper.weight_decay, hyper.momentum, hyper.dampening, hyper.nesterov, hyper.maximize, scale, inf);
   } else {
     float_lr.call(call.params, call.grads, call.buffers, call.first_step, hyper.lr,
                   hyper.weight_decay, hyper.momentum, hyper.dampening, hyper.nesterov, hyper.maximize, scale, inf);
@@ -251,12 +274,12 @@ bool run_sgd(const SgdCall& call, const SgdHyper& hyper, const std::optional<at:
   return !(!call.new_buffers.empty() && inf.has_value() && inf->item<double>() != 0.0);
 }
 
-// Stores the new buffers of an applied step into `buffers` (a list).
+// Stores the new buffers of an applied step into `buffers` (a list aligned with call.params).
 void store_new_buffers(const SgdCall& call, PyObject* buffers) {
-  for (size_t i = 0; i < call.slots.size(); ++i) {
+  for (size_t i = 0; i < call.buffer_objects.size(); ++i) {
     if (!call.first_step[i]) continue;
-    PyObject* old = PyList_GET_ITEM(buffers, call.slots[i]);
-    PyList_SET_ITEM(buffers, call.slots[i], THPVariable_Wrap(call.buffers[i]));
+    PyObject* old = PyList_GET_ITEM(buffers, i);
+    PyList_SET_ITEM(buffers, i, THPVariable_Wrap(call.buffers[i]));
     Py_DECREF(old);
   }
 }
@@ -306,97 +329,164 @@ class TensorChainPrefetcher {
   bool through_grad_;
 };
 
+// Any dense tensor, subclasses included: for checks only (check_sgd_).
+bool is_dense_tensor(PyObject* obj) {
+  return THPVariable_Check(obj) && THPVariable_Unpack(obj).layout() == at::kStrided;
+}
+
+template <bool (*IsTensor)(PyObject*)>
 bool is_tensor_sequence(PyObject* obj) {
   if (!PyList_CheckExact(obj) && !PyTuple_CheckExact(obj)) return false;
   PyObject** items = PySequence_Fast_ITEMS(obj);
   for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(obj); ++i) {
-    if (!is_plain_tensor(items[i])) return false;
+    if (!IsTensor(items[i])) return false;
   }
   return true;
 }
 
+template <bool (*IsTensor)(PyObject*)>
 bool is_buffer_list(PyObject* obj, Py_ssize_t size) {
   if (!PyList_CheckExact(obj) || PyList_GET_SIZE(obj) != size) return false;
   for (Py_ssize_t i = 0; i < size; ++i) {
-    if (!is_plain_optional_tensor(PyList_GET_ITEM(obj, i))) return false;
+    PyObject* item = PyList_GET_ITEM(obj, i);
+    if (item != Py_None && !IsTensor(item)) return false;
   }
   return true;
 }
 
-// sgd_(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening,
-// nesterov, maximize, grad_scale, found_inf): lists (or tuples) of tensors,
-// momentum_buffers a list whose None entries get the new buffers.
-PyObject* sgd_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
-  HANDLE_TH_ERRORS
-  SgdHyper hyper{};
-  if (nargs != 11 || !no_function_mode() || !is_tensor_sequence(args[0]) || !is_tensor_sequence(args[1]) ||
+// sgd_'s arguments (params, grads, momentum_buffers, lr, weight_decay, momentum,
+// dampening, nesterov, maximize, grad_scale, found_inf): lists (or tuples) of
+// tensors, momentum_buffers a list whose None entries get new buffers. Fills
+// `call` and `hyper`; false for anything else.
+template <bool (*IsTensor)(PyObject*)>
+bool read_sgd_args(PyObject* const* args, Py_ssize_t nargs, std::optional<SgdCall>& call, SgdHyper& hyper) {
+  if (nargs != 11 || !is_tensor_sequence<IsTensor>(args[0]) || !is_tensor_sequence<IsTensor>(args[1]) ||
       !read_hyper(args + 3, hyper) || !is_plain_optional_tensor(args[9]) || !is_plain_optional_tensor(args[10])) {
-    Py_RETURN_NOTIMPLEMENTED;
+    return false;
   }
   const Py_ssize_t count = PySequence_Fast_GET_SIZE(args[0]);
   const bool use_momentum = hyper.momentum != 0.0;
-  if (count == 0 || PySequence_Fast_GET_SIZE(args[1]) != count || (use_momentum && !is_buffer_list(args[2], count))) {
-    Py_RETURN_NOTIMPLEMENTED;
+  if (count == 0 || PySequence_Fast_GET_SIZE(args[1]) != count ||
+      (use_momentum && !is_buffer_list<IsTensor>(args[2], count))) {
+    return false;
   }
-  SgdCall call(THPVariable_Unpack(PySequence_Fast_ITEMS(args[0])[0]).device(), static_cast<size_t>(count));
   PyObject** params = PySequence_Fast_ITEMS(args[0]);
   PyObject** grads = PySequence_Fast_ITEMS(args[1]);
+  call.emplace(THPVariable_Unpack(params[0]).device(), static_cast<size_t>(count));
   const TensorChainPrefetcher param_chains(args[0], false), grad_chains(args[1], false),
       buffer_chains(use_momentum ? args[2] : args[0], false);
   for (Py_ssize_t i = 0; i < count; ++i) {
     param_chains.before(i);
     grad_chains.before(i);
     if (use_momentum) buffer_chains.before(i);
-    add_param(call, THPVariable_Unpack(params[i]), THPVariable_Unpack(grads[i]),
-              use_momentum ? PyList_GET_ITEM(args[2], i) : Py_None, i, use_momentum);
+    add_param(*call, params[i], THPVariable_Unpack(params[i]), THPVariable_Unpack(grads[i]),
+              use_momentum ? PyList_GET_ITEM(args[2], i) : Py_None);
   }
-  if (run_sgd(call, hyper, optional_tensor(args[9]), optional_tensor(args[10]))) store_new_buffers(call, args[2]);
+  if (use_momentum) prepare_buffers(*call);
+  return true;
+}
+
+// sgd_(params, grads, momentum_buffers, ...): see read_sgd_args.
+PyObject* sgd_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  std::optional<SgdCall> call;
+  SgdHyper hyper{};
+  if (!no_function_mode() || !read_sgd_args<is_plain_tensor>(args, nargs, call, hyper)) Py_RETURN_NOTIMPLEMENTED;
+  if (run_sgd(*call, hyper, optional_tensor(args[9]), optional_tensor(args[10])) && hyper.momentum != 0.0) {
+    store_new_buffers(*call, args[2]);
+  }
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS
 }
 
-// One parameter group of the optimizer: (params, momentum_buffers, lr,
-// weight_decay, momentum, dampening, nesterov, maximize); params a list of
-// tensors, momentum_buffers a list aligned with it (None: no buffer yet).
+// check_sgd_(the arguments of sgd_): raises what sgd_ would raise before it
+// writes, and writes nothing; NotImplemented for arguments it cannot read. The
+// optimizer's general path checks every group with it before it updates any.
+PyObject* check_sgd_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  std::optional<SgdCall> call;
+  SgdHyper hyper{};
+  if (!read_sgd_args<is_dense_tensor>(args, nargs, call, hyper)) Py_RETURN_NOTIMPLEMENTED;
+  check_call(*call, hyper, optional_tensor(args[9]), optional_tensor(args[10]));
+  Py_RETURN_NONE;
+  END_HANDLE_TH_ERRORS
+}
+
+// One parameter group of the optimizer: (params, lr, weight_decay, momentum,
+// dampening, nesterov, maximize), params a list of tensors.
 struct GroupArgs {
   PyObject* params;
-  PyObject* buffers;
   SgdHyper hyper;
 };
 
 bool read_group(PyObject* obj, GroupArgs& group) {
-  if (!PyTuple_CheckExact(obj) || PyTuple_GET_SIZE(obj) != 8) return false;
+  if (!PyTuple_CheckExact(obj) || PyTuple_GET_SIZE(obj) != 7) return false;
   PyObject** items = PySequence_Fast_ITEMS(obj);
   group.params = items[0];
-  group.buffers = items[1];
-  if (!PyList_CheckExact(group.params) || !read_hyper(items + 2, group.hyper)) return false;
-  const Py_ssize_t count = PyList_GET_SIZE(group.params);
-  return group.hyper.momentum == 0.0 || is_buffer_list(group.buffers, count);
+  return PyList_CheckExact(group.params) && read_hyper(items + 1, group.hyper);
 }
 
-// optimizer_step_(groups, grad_scale, found_inf): the update of every
-// parameter that has a .grad, one sgd_ call per group and device. Returns the
-// (group, index) pairs whose buffers were created (and stored into the group's
-// list), for the optimizer's state.
+// Where a parameter sits: calls[group][call].params[position].
+struct ParamSlot {
+  size_t group;
+  size_t call;
+  size_t position;
+};
+
+// Reads each parameter's momentum buffer from the optimizer's state as
+// torch.optim.SGD does (state[p].get("momentum_buffer"); None or no entry: a
+// first step). The state is walked, not looked up parameter by parameter:
+// hashing a tensor calls Tensor.__hash__ in Python, while a dict lookup matches
+// a tensor key by identity anyway. False for a state the general path must read.
+bool read_momentum_buffers(PyObject* state, const PointerMap<ParamSlot>& slots,
+                           std::vector<std::vector<SgdCall>>& calls) {
+  static PyObject* const kMomentumBuffer = PyUnicode_InternFromString("momentum_buffer");
+  if (!PyDict_Check(state)) return false;
+  Py_ssize_t pos = 0;
+  PyObject* key = nullptr;
+  PyObject* param_state = nullptr;
+  while (PyDict_Next(state, &pos, &key, &param_state)) {
+    const ParamSlot* slot = slots.find(key);
+    if (slot == nullptr) continue;
+    if (!PyDict_Check(param_state)) return false;
+    PyObject* buffer = PyDict_GetItemWithError(param_state, kMomentumBuffer);
+    if (buffer == nullptr) {
+      if (PyErr_Occurred()) throw python_error();
+      continue;
+    }
+    if (!is_plain_optional_tensor(buffer)) return false;
+    calls[slot->group][slot->call].buffer_objects[slot->position] = buffer;
+  }
+  return true;
+}
+
+// optimizer_step_(groups, state, grad_scale, found_inf): fused_linreg.optim.SGD's
+// update of every parameter that has a .grad, one sgd_ call per group and
+// device, each parameter's momentum buffer read from `state` (the optimizer's
+// state, the only record of them). Every call is checked before any runs.
+// Returns the (param, buffer) pairs of the buffers created, for the state.
 PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  if (nargs != 3 || !no_function_mode() || !PyList_CheckExact(args[0]) || !is_plain_optional_tensor(args[1]) ||
-      !is_plain_optional_tensor(args[2])) {
+  if (nargs != 4 || !no_function_mode() || !PyList_CheckExact(args[0]) || !is_plain_optional_tensor(args[2]) ||
+      !is_plain_optional_tensor(args[3])) {
     Py_RETURN_NOTIMPLEMENTED;
   }
   const Py_ssize_t group_count = PyList_GET_SIZE(args[0]);
   std::vector<GroupArgs> groups(static_cast<size_t>(group_count));
+  size_t param_count = 0;
+  for (Py_ssize_t g = 0; g < group_count; ++g) {
+    if (!read_group(PyList_GET_ITEM(args[0], g), groups[g])) Py_RETURN_NOTIMPLEMENTED;
+    param_count += static_cast<size_t>(PyList_GET_SIZE(groups[g].params));
+  }
   // Per group, its calls per device (nearly always one).
   std::vector<std::vector<SgdCall>> calls(static_cast<size_t>(group_count));
+  PointerMap<ParamSlot> momentum_slots(param_count);
   for (Py_ssize_t g = 0; g < group_count; ++g) {
-    GroupArgs& group = groups[g];
-    if (!read_group(PyList_GET_ITEM(args[0], g), group)) Py_RETURN_NOTIMPLEMENTED;
+    const GroupArgs& group = groups[g];
     const bool use_momentum = group.hyper.momentum != 0.0;
-    const TensorChainPrefetcher param_chains(group.params, true),
-        buffer_chains(use_momentum ? group.buffers : group.params, false);
+    const TensorChainPrefetcher param_chains(group.params, true);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(group.params); ++i) {
       param_chains.before(i);
-      if (use_momentum) buffer_chains.before(i);
       PyObject* item = PyList_GET_ITEM(group.params, i);
       if (!is_plain_tensor(item)) Py_RETURN_NOTIMPLEMENTED;
       const at::Tensor& param = THPVariable_Unpack(item);
@@ -404,45 +494,57 @@ PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_s
       // which add_param_group never lets into an optimizer.
       const at::Tensor& grad = param.unsafeGetTensorImpl()->grad();
       if (!grad.defined()) continue;  // torch.optim skips parameters without a gradient
-      // Checked for every group before any is updated.
       TORCH_CHECK(grad.layout() == at::kStrided, "fused_linreg.optim.SGD does not support sparse gradients");
       // Nearly always one device: the previous parameter's call is checked first.
       std::vector<SgdCall>& device_calls = calls[g];
       const at::Device device = param.device();
-      SgdCall* call = nullptr;
+      auto call = device_calls.end();
       if (!device_calls.empty() && device_calls.back().device == device) {
-        call = &device_calls.back();
+        call = device_calls.end() - 1;
       } else {
-        auto found = std::find_if(device_calls.begin(), device_calls.end(),
-                                  [&](const SgdCall& c) { return c.device == device; });
-        call = found != device_calls.end()
-                   ? &*found
-                   : &device_calls.emplace_back(device, static_cast<size_t>(PyList_GET_SIZE(group.params)));
+        call = std::find_if(device_calls.begin(), device_calls.end(),
+                            [&](const SgdCall& c) { return c.device == device; });
+        if (call == device_calls.end()) {
+          device_calls.emplace_back(device, static_cast<size_t>(PyList_GET_SIZE(group.params)));
+          call = device_calls.end() - 1;
+        }
       }
-      add_param(*call, param, grad, use_momentum ? PyList_GET_ITEM(group.buffers, i) : Py_None, i, use_momentum);
+      if (use_momentum) {
+        // A parameter listed twice keeps None here; sgd_ then raises on the overlap.
+        momentum_slots.insert(item, {static_cast<size_t>(g), static_cast<size_t>(call - device_calls.begin()),
+                                     call->param_objects.size()});
+      }
+      add_param(*call, item, param, grad, Py_None);
     }
   }
-  const std::optional<at::Tensor> grad_scale = optional_tensor(args[1]);
-  const std::optional<at::Tensor> found_inf = optional_tensor(args[2]);
-  PyObject* created = PyList_New(0);
-  if (created == nullptr) return nullptr;
-  for (Py_ssize_t g = 0; g < group_count; ++g) {
+  const bool any_momentum = std::any_of(groups.begin(), groups.end(),
+                                        [](const GroupArgs& group) { return group.hyper.momentum != 0.0; });
+  if (any_momentum && !read_momentum_buffers(args[1], momentum_slots, calls)) Py_RETURN_NOTIMPLEMENTED;
+  const std::optional<at::Tensor> grad_scale = optional_tensor(args[2]);
+  const std::optional<at::Tensor> found_inf = optional_tensor(args[3]);
+  // All or nothing: the first call checks itself before it writes, the others are checked before it.
+  bool first_call = true;
+  for (size_t g = 0; g < calls.size(); ++g) {
+    for (SgdCall& call : calls[g]) {
+      if (groups[g].hyper.momentum != 0.0) prepare_buffers(call);
+      if (!first_call) check_call(call, groups[g].hyper, grad_scale, found_inf);
+      first_call = false;
+    }
+  }
+  THPObjectPtr created(PyList_New(0));
+  if (!created) return nullptr;
+  for (size_t g = 0; g < calls.size(); ++g) {
     for (const SgdCall& call : calls[g]) {
       if (!run_sgd(call, groups[g].hyper, grad_scale, found_inf)) continue;
-      store_new_buffers(call, groups[g].buffers);
-      for (size_t i = 0; i < call.slots.size(); ++i) {
+      for (size_t i = 0; i < call.first_step.size(); ++i) {
         if (!call.first_step[i]) continue;
-        PyObject* pair = Py_BuildValue("(nn)", g, call.slots[i]);
-        if (pair == nullptr || PyList_Append(created, pair) != 0) {
-          Py_XDECREF(pair);
-          Py_DECREF(created);
-          return nullptr;
-        }
-        Py_DECREF(pair);
+        THPObjectPtr buffer(THPVariable_Wrap(call.buffers[i]));
+        THPObjectPtr pair(buffer ? PyTuple_Pack(2, call.param_objects[i], buffer.get()) : nullptr);
+        if (!pair || PyList_Append(created.get(), pair.get()) != 0) return nullptr;
       }
     }
   }
-  return created;
+  return created.release();
   END_HANDLE_TH_ERRORS
 }
 
@@ -456,8 +558,10 @@ PyMethodDef methods[] = {
     {"sgd_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&sgd_entry)), METH_FASTCALL,
      "sgd_(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize, "
      "grad_scale, found_inf)."},
+    {"check_sgd_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&check_sgd_entry)), METH_FASTCALL,
+     "check_sgd_(the arguments of sgd_): sgd_'s checks, without the update."},
     {"optimizer_step_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&optimizer_step_entry)),
-     METH_FASTCALL, "optimizer_step_(groups, grad_scale, found_inf): fused_linreg.optim.SGD's update."},
+     METH_FASTCALL, "optimizer_step_(groups, state, grad_scale, found_inf): fused_linreg.optim.SGD's update."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -43,8 +43,7 @@ void check_entry(at::TensorList params, at::TensorList grads, at::TensorList mom
               "] must be a dense floating-point tensor, got ", p.scalar_type(), " with layout ", p.layout());
   TORCH_CHECK(p.device() == device, "fused_linreg.sgd_: params[", i, "] is on ", p.device(), " but params[0] is on ",
               device);
-  TORCH_CHECK(at::has_internal_overlap(p) != at::MemOverlap::Yes, "fused_linreg.sgd_: params[", i,
-              "] has elements that share memory (e.g. an expanded tensor) and cannot be updated in place");
+  check_writable({&p, "params", static_cast<int64_t>(i), true}, "sgd_");
   TORCH_CHECK(g.defined(), "fused_linreg.sgd_: grads[", i, "] is undefined (a parameter without a gradient)");
   TORCH_CHECK(g.layout() == at::kStrided, "fused_linreg.sgd_: grads[", i, "] must be dense, got layout ", g.layout(),
               " (sparse gradients are not supported)");
@@ -76,8 +75,8 @@ void check_lists_no_overlap(at::TensorList params, at::TensorList grads, at::Ten
     // No two overlap; only the written tensors' own elements remain to check.
     for (size_t i = 0; i < params.size(); ++i) {
       const int64_t index = static_cast<int64_t>(i);
-      if (grads_written) check_no_internal_overlap({&grads[i], "grads", index, true}, "sgd_");
-      if (use_momentum) check_no_internal_overlap({&momentum_buffers[i], "momentum_buffers", index, true}, "sgd_");
+      if (grads_written) check_writable({&grads[i], "grads", index, true}, "sgd_");
+      if (use_momentum) check_writable({&momentum_buffers[i], "momentum_buffers", index, true}, "sgd_");
     }
     return;
   }
@@ -118,6 +117,23 @@ void check_sgd_args(at::TensorList params, at::TensorList grads, at::TensorList 
                          use_momentum);
 }
 
+}  // namespace
+
+void check_sgd_call(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                    const c10::List<bool>& is_first_step, double lr, const std::optional<at::Tensor>& lr_tensor,
+                    const SgdOptions& opt, const std::optional<at::Tensor>& grad_scale,
+                    const std::optional<at::Tensor>& found_inf) {
+  if (lr_tensor.has_value()) {
+    check_lr_tensor(*lr_tensor, params);
+    if (lr_tensor->is_cpu()) check_lr(lr_tensor->item<double>(), "sgd_");
+  } else {
+    check_lr(lr, "sgd_");
+  }
+  check_sgd_args(params, grads, momentum_buffers, is_first_step, opt, grad_scale, found_inf);
+}
+
+namespace {
+
 std::optional<at::Tensor> defined_or_none(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t : std::nullopt;
 }
@@ -153,8 +169,7 @@ void sgd_float_lr(at::TensorList params, at::TensorList grads, at::TensorList mo
                   double dampening, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
                   const std::optional<at::Tensor>& found_inf) {
   const SgdOptions opt{weight_decay, momentum, dampening, nesterov, maximize};
-  check_lr(lr, "sgd_");
-  check_sgd_args(params, grads, momentum_buffers, is_first_step, opt, grad_scale, found_inf);
+  check_sgd_call(params, grads, momentum_buffers, is_first_step, lr, std::nullopt, opt, grad_scale, found_inf);
   run_sgd<kDevice>(params, grads, momentum_buffers, is_first_step, lr, std::nullopt, opt, grad_scale, found_inf);
 }
 
@@ -166,16 +181,9 @@ void sgd_tensor_lr(at::TensorList params, at::TensorList grads, at::TensorList m
                    double dampening, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
                    const std::optional<at::Tensor>& found_inf) {
   const SgdOptions opt{weight_decay, momentum, dampening, nesterov, maximize};
-  check_lr_tensor(lr, params);
-  double lr_value = 0.0;
-  std::optional<at::Tensor> lr_on_device;
-  if (lr.is_cpu()) {
-    lr_value = lr.item<double>();
-    check_lr(lr_value, "sgd_");
-  } else {
-    lr_on_device = lr;
-  }
-  check_sgd_args(params, grads, momentum_buffers, is_first_step, opt, grad_scale, found_inf);
+  check_sgd_call(params, grads, momentum_buffers, is_first_step, 0.0, lr, opt, grad_scale, found_inf);
+  const double lr_value = lr.is_cpu() ? lr.item<double>() : 0.0;
+  const std::optional<at::Tensor> lr_on_device = lr.is_cpu() ? std::nullopt : std::optional<at::Tensor>(lr);
   run_sgd<kDevice>(params, grads, momentum_buffers, is_first_step, lr_value, lr_on_device, opt, grad_scale,
                    found_inf);
 }

@@ -395,6 +395,65 @@ def sgd_tensor_lr_buffer_is_another_grad(device, g):
     return sgd_call(params, grads, buffers, lr=torch.tensor(0.1, device=device))
 
 
+# Strided views of one buffer: overlap is an element in both, decided exactly (torch's own
+# test gives up on views that are not dense and lets them through).
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[1\] shares memory with params\[0\]")
+def sgd_same_interleaved_view_twice(device, g):
+    base = randn((12,), generator=g, device=device)
+    grads = [randn((6,), generator=g, device=device) for _ in range(2)]
+    return sgd_call([base[0::2], base[0::2]], grads, [None, None])
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[1\] shares memory with params\[0\]")
+def sgd_overlapping_columns(device, g):
+    base = randn((4, 4), generator=g, device=device)
+    grads = [randn((4, 2), generator=g, device=device) for _ in range(2)]
+    return sgd_call([base[:, 0:2], base[:, 1:3]], grads, [None, None])
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[1\] shares memory with params\[0\]")
+def sgd_param_and_its_transpose(device, g):
+    base = randn((3, 3), generator=g, device=device)
+    grads = [randn((3, 3), generator=g, device=device) for _ in range(2)]
+    return sgd_call([base, base.t()], grads, [None, None])
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[1\] shares memory with params\[0\]")
+def sgd_buffer_is_a_column_of_a_param(device, g):
+    base = randn((5, 4), generator=g, device=device)
+    params = [base[:, 0:3], randn((5,), generator=g, device=device)]
+    grads = [randn((5, 3), generator=g, device=device), randn((5,), generator=g, device=device)]
+    return sgd_call(params, grads, [None, base[:, 2]])  # column 2 is the last of params[0]
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[0\] has elements that share memory")
+def sgd_self_overlapping_strides(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    params[0] = randn((12,), generator=g, device=device).as_strided((4, 3), (1, 1))
+    return sgd_call(params, grads, buffers)
+
+
+# An inference tensor updated outside inference mode: torch's in-place ops refuse it; ours
+# must refuse it before the kernel writes (the version-counter bump that torch refuses
+# comes after the kernel).
+
+@case(RuntimeError, r"fused_linreg\.sgd_: params\[1\] is an inference tensor")
+def sgd_inference_param(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    with torch.inference_mode():
+        params[1] = params[1].clone()
+    return sgd_call(params, grads, buffers)
+
+
+@case(RuntimeError, r"fused_linreg\.sgd_: momentum_buffers\[0\] is an inference tensor")
+def sgd_inference_buffer(device, g):
+    params, grads, buffers = sgd_lists(device, g)
+    with torch.inference_mode():
+        buffers[0] = buffers[0].clone()
+    return sgd_call(params, grads, buffers)
+
+
 # A written tensor that is expanded (stride 0) cannot be written in place: the temporary
 # it is updated in could not be copied back, and that copy would fail after the update.
 

@@ -271,6 +271,14 @@ def linreg_step_expanded_weight_buffer(device, g):
     return step_call(X, y, weight, bias, state=state, **MOMENTUM)
 
 
+@case(RuntimeError, r"fused_linreg\.linreg_step_: bias is an inference tensor")
+def linreg_step_inference_bias(device, g):
+    X, y, weight, bias = problem(device, g)
+    with torch.inference_mode():
+        bias = bias.clone()
+    return step_call(X, y, weight, bias)
+
+
 # --- device mix ----------------------------------------------------------------------------------
 
 @case(RuntimeError, r"fused_linreg\.linreg_epoch_: indices is on cpu but X is on cuda", cases=CUDA_CASES)

@@ -44,11 +44,11 @@ MOMENTUM = dict(momentum=0.9, dampening=0.1, nesterov=False, weight_decay=0.01, 
 OPCHECK_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
 
 
-def opcheck_backward_op(op, args, *, requires_grad: bool):
-    """opcheck of a backward op. They are not differentiable (double backward raises by
-    design), so with inputs that require grad the test that differentiates them is left out."""
-    tests = [t for t in OPCHECK_TESTS if not (requires_grad and t == "test_aot_dispatch_dynamic")]
-    torch.library.opcheck(op, args, test_utils=tests)
+def opcheck_backward_op(op, args):
+    """opcheck of a backward op, every test of OPCHECK_TESTS: the backward ops are
+    differentiable (double backward), so with inputs that require grad
+    test_aot_dispatch_dynamic differentiates through them too."""
+    torch.library.opcheck(op, args, test_utils=OPCHECK_TESTS)
 
 
 def pytest_collection_modifyitems(items):
@@ -175,3 +175,110 @@ def sgd_hyperparameters(*, valid: bool) -> list:
         name = f"m{momentum}-d{dampening}-wd{weight_decay}" + "-nesterov" * nesterov + "-maximize" * maximize
         combos.append(pytest.param(hyper, id=name))
     return combos
+
+
+# --- The autograd mechanisms (test_forward_ad.py, test_torch_func.py, test_double_backward.py) -------
+# Each compares a transform of the ops with the same transform of PyTorch's own functions, in
+# float64 on fresh random inputs: F.linear, F.mse_loss and the book's squared loss.
+
+def assert_close_f64(actual, expected):
+    """float64 results (tensors or nested tuples/lists of them) equal to within 1e-10."""
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+
+
+def book_squared_loss(input, target, reduction="none"):
+    """The book's squared loss (y_hat - y.reshape(y_hat.shape)) ** 2 / 2, reduced like torch's losses."""
+    loss = (input - target.reshape(input.shape)) ** 2 / 2
+    return {"none": loss, "sum": loss.sum(), "mean": loss.mean()}[reduction]
+
+
+REDUCTIONS = ["none", "sum", "mean"]
+# name: (ours, PyTorch reference).
+LOSSES = {
+    "squared_loss": (lambda input, target, reduction: fused_linreg.squared_loss(input, target, reduction),
+                     book_squared_loss),
+    "mse_loss": (lambda input, target, reduction: fused_linreg.mse_loss(input, target, reduction),
+                 lambda input, target, reduction: torch.nn.functional.mse_loss(input, target, reduction=reduction)),
+}
+
+# Leading dims of x: 2-D (n, in), 3-D (batch, n, in) and 1-D (in,).
+X_LEADING = {"x2d": (5,), "x3d": (2, 5), "x1d": ()}
+N_IN = 4
+# (leading dims of x, out_features, bias): every combination of x 2-D/3-D/1-D, out 1/3, bias or not.
+LINEAR_CASES = [pytest.param(leading, n_out, bias, id=f"{x_id}-out{n_out}-{'bias' if bias else 'no_bias'}")
+                for x_id, leading in X_LEADING.items() for n_out in (1, 3) for bias in (True, False)]
+# Shapes of a loss's input (the output of linear for the cases above).
+LOSS_SHAPES = [pytest.param(shape, id="x".join(map(str, shape))) for shape in [(5, 1), (2, 5, 3), (3,)]]
+
+
+def linear_args(leading, n_out, bias, *, generator, device="cpu", requires_grad=False) -> tuple:
+    """(x, weight) or (x, weight, bias) in float64: the arguments of linear(x, weight, bias=None)."""
+    shapes = [(*leading, N_IN), (n_out, N_IN)] + [(n_out,)] * bias
+    return tuple(randn(s, generator=generator, dtype=torch.float64, device=device, requires_grad=requires_grad)
+                 for s in shapes)
+
+
+def loss_args(name, shape, *, generator, device="cpu", requires_grad=False) -> tuple:
+    """(input, target) in float64. squared_loss gets its target flattened (the book's y of shape
+    (n,) against y_hat (n, 1)): the op reshapes it; mse_loss gets a target of input's shape."""
+    input, target = (randn(shape, generator=generator, dtype=torch.float64, device=device) for _ in range(2))
+    if name == "squared_loss":
+        target = target.reshape(-1)
+    return input.requires_grad_(requires_grad), target.requires_grad_(requires_grad)
+
+
+def targets_like(out, loss_name, *, generator):
+    """A float64 target for a loss of `out`, shaped as loss_args shapes them."""
+    target = randn(out.shape, generator=generator, dtype=torch.float64, device=out.device)
+    return target.reshape(-1) if loss_name == "squared_loss" else target
+
+
+def like(tensors, *, generator) -> tuple:
+    """Fresh random tensors shaped like `tensors` (tangents, cotangents)."""
+    return tuple(randn(t.shape, generator=generator, dtype=t.dtype, device=t.device) for t in tensors)
+
+
+# The four backward ops, called directly, and what PyTorch computes for them: the vjp of
+# F.linear (with respect to x; to weight and bias) and of the reference losses (to input).
+# (op name, shape, reduction): shape is (leading dims of x, out_features) for the linear ops.
+BACKWARD_OP_CASES = (
+    [pytest.param(name, (leading, n_out), None, id=f"{name}-{x_id}-out{n_out}")
+     for name in ("linear_backward_input", "linear_backward_params")
+     for x_id, leading in X_LEADING.items() for n_out in (1, 3)]
+    + [pytest.param(f"{loss}_backward", shape.values[0], reduction, id=f"{loss}_backward-{shape.id}-{reduction}")
+       for loss in LOSSES for shape in LOSS_SHAPES for reduction in REDUCTIONS]
+)
+
+
+def backward_op_case(name, shape, reduction, *, generator, device="cpu", requires_grad=False):
+    """(op, args, reference) of a BACKWARD_OP_CASES entry: `op(*args)` and `reference(*args)`
+    are the same function of the (float64) tensor arguments `args`, the reduction bound."""
+    def draw(*shape):
+        return randn(shape, generator=generator, dtype=torch.float64, device=device, requires_grad=requires_grad)
+
+    ops = torch.ops.fused_linreg
+    if name.startswith("linear_"):
+        leading, n_out = shape
+        grad_out = draw(*leading, n_out)
+        x0 = torch.zeros((*leading, N_IN), dtype=torch.float64, device=device)
+        w0 = torch.zeros((n_out, N_IN), dtype=torch.float64, device=device)
+        if name == "linear_backward_input":
+            def reference(grad_out, weight):
+                return torch.func.vjp(lambda x: torch.nn.functional.linear(x, weight), x0)[1](grad_out)[0]
+            return ops.linear_backward_input, (grad_out, draw(n_out, N_IN)), reference
+
+        def reference(grad_out, x):
+            return torch.func.vjp(lambda w, b: torch.nn.functional.linear(x, w, b), w0, w0[:, 0])[1](grad_out)
+        return ops.linear_backward_params, (grad_out, draw(*leading, N_IN)), reference
+
+    loss = name.removesuffix("_backward")
+    input, target = loss_args(loss, shape, generator=generator, device=device, requires_grad=requires_grad)
+    grad_output = draw(*(shape if reduction == "none" else ()))
+    ref_loss = LOSSES[loss][1]
+
+    def reference(grad_output, input, target):
+        return torch.func.vjp(lambda i: ref_loss(i, target, reduction), input)[1](grad_output)[0]
+
+    op = getattr(ops, name)
+    return (lambda grad_output, input, target: op(grad_output, input, target, reduction)), \
+        (grad_output, input, target), reference

@@ -483,3 +483,13 @@ def test_bench_fit_rows_agree_with_sgd_regressor_on_r2():
     sgd = SGDRegressor(max_iter=3, tol=None, random_state=0).fit(X, y).score(X, y)
     assert ours == pytest.approx(sgd, abs=1e-3)
     assert ours == pytest.approx(ClosedForm().fit(X, y).score(X, y), abs=1e-3)
+
+
+def test_score_with_another_number_of_outputs_raises_like_scikit_learn():
+    """r2_score refuses y_true and y_pred with different output counts; so does score."""
+    X, y = make_regression(n_samples=200, n_features=4, n_targets=2, random_state=0)
+    model = LinearRegression(max_iter=5).fit(X, y)
+    with pytest.raises(ValueError, match=r"different number of output \(1!=2\)"):
+        model.score(X, y[:, 0])
+    with pytest.raises(ValueError, match=r"different number of output \(3!=2\)"):
+        model.score(X, np.hstack([y, y[:, :1]]))

@@ -154,16 +154,14 @@ def test_opcheck_losses(name, reduction, requires_grad, device, generator):
     target = randn((6, 2), generator=generator, device=device, requires_grad=requires_grad)
     grad_output = randn((6, 2) if reduction == "none" else (), generator=generator, device=device)
     torch.library.opcheck(getattr(ops, name).default, (input, target, reduction))
-    opcheck_backward_op(getattr(ops, f"{name}_backward").default, (grad_output, input, target, reduction),
-                        requires_grad=requires_grad)
+    opcheck_backward_op(getattr(ops, f"{name}_backward").default, (grad_output, input, target, reduction))
 
 
 def test_opcheck_squared_loss_reshaped_target(device, generator):
     input = randn((6, 1), generator=generator, device=device, requires_grad=True)
     target = randn((6,), generator=generator, device=device)
     torch.library.opcheck(ops.squared_loss.default, (input, target, "mean"))
-    opcheck_backward_op(ops.squared_loss_backward.default, (torch.ones((), device=device), input, target, "mean"),
-                        requires_grad=True)
+    opcheck_backward_op(ops.squared_loss_backward.default, (torch.ones((), device=device), input, target, "mean"))
 
 
 @pytest.mark.parametrize("name", ["squared_loss", "mse_loss"])

@@ -724,8 +724,11 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         n = predicted.shape[0]
         if y_t.shape[0] != n:
             raise ValueError(f"{_NAME}: y has {y_t.shape[0]} rows but X has {n}")
-        return _r2_score(y_t.to(predicted.device, torch.float64).reshape(n, -1),
-                         predicted.double().reshape(n, -1))
+        y_2d, predicted_2d = y_t.reshape(n, -1), predicted.reshape(n, -1)
+        if y_2d.shape[1] != predicted_2d.shape[1]:
+            # scikit-learn's r2_score wording.
+            raise ValueError(f"y_true and y_pred have different number of output ({y_2d.shape[1]}!={predicted_2d.shape[1]})")
+        return _r2_score(y_2d.to(predicted.device, torch.float64), predicted_2d.double())
 
     @property
     def coef_(self) -> np.ndarray:

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from . import _C  # type: ignore[attr-defined]
+from ._checks import number
 from .functional import sgd_
 
 __all__ = ["SGD"]
@@ -56,10 +57,12 @@ class SGD(torch.optim.SGD):
     * it works with ``torch.amp.GradScaler`` without a host sync: the scaler's
       ``grad_scale`` / ``found_inf`` are handed to the kernel, which unscales the
       gradients and skips the whole step (momentum state included) on inf/NaN;
-    * the step reads every ``.grad`` in one C++ call and keeps each group's list of momentum
-      buffers between steps: a buffer tensor changed in place is seen, but one assigned into
-      ``state`` by hand replaces the kept list only when the state or the group's params list
-      is replaced too (as ``load_state_dict`` and ``add_param_group`` do).
+    * a step checks every group before it updates any: one invalid group leaves all
+      parameters and buffers as they were.
+
+    ``state`` is the only record of the momentum buffers: each step reads
+    ``state[p]["momentum_buffer"]`` as ``torch.optim.SGD`` does, so clearing, deleting or
+    assigning entries, ``load_state_dict``, ``deepcopy`` and pickling behave as they do there.
     """
 
     # Tells torch.amp.GradScaler to set self.grad_scale / self.found_inf and call
@@ -82,8 +85,10 @@ class SGD(torch.optim.SGD):
     ) -> None:
         if differentiable:
             raise RuntimeError("fused_linreg.optim.SGD is fused and does not support differentiable=True")
-        # Per param group, by position: (group, state, params list, momentum buffers); see _momentum_buffers.
-        self._buffer_cache: list[tuple[dict[str, Any], Any, list[Tensor], list[Tensor | None]] | None] = []
+        # torch.optim.SGD compares them with 0 before anything else: a string would raise its raw TypeError.
+        for name, value in (("lr", lr), ("momentum", momentum), ("dampening", dampening),
+                            ("weight_decay", weight_decay)):
+            number("optim.SGD", name, value)
         super().__init__(
             params,
             lr=lr,
@@ -103,7 +108,7 @@ class SGD(torch.optim.SGD):
         The constructor adds its groups through this method, so the check covers both."""
         for name in _FINITE_HYPERPARAMETERS:
             value = param_group.get(name, self.defaults[name])
-            if not math.isfinite(float(value)):
+            if not math.isfinite(number("optim.SGD", name, value)):
                 raise ValueError(f"Invalid {name}: {value} (fused_linreg.optim.SGD requires finite values)")
         super().add_param_group(param_group)
 
@@ -135,92 +140,66 @@ class SGD(torch.optim.SGD):
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
         if torch.compiler.is_dynamo_compiling():
-            # Dynamo traces the op; the kept buffer lists would only add guards.
             with torch.no_grad():
                 self._step_general(grad_scale, found_inf)
             return loss
         groups = [
-            (group["params"], self._momentum_buffers(i, group) if group["momentum"] != 0 else None, group["lr"],
-             group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"], group["maximize"])
-            for i, group in enumerate(self.param_groups)
+            (group["params"], group["lr"], group["weight_decay"], group["momentum"], group["dampening"],
+             group["nesterov"], group["maximize"])
+            for group in self.param_groups
         ]
-        # One C++ call reads every .grad and runs one sgd_ per group and device.
-        created = _C.optimizer_step_(groups, grad_scale, found_inf)
+        # One C++ call reads every .grad and momentum buffer and runs one sgd_ per group and device.
+        created = _C.optimizer_step_(groups, self.state, grad_scale, found_inf)
         if created is NotImplemented:
             with torch.no_grad():
                 self._step_general(grad_scale, found_inf)
             return loss
-        state = self.state
-        for g, i in created:
-            params, buffers = groups[g][0], groups[g][1]
-            state[params[i]]["momentum_buffer"] = buffers[i]
+        for p, buffer in created:
+            self.state[p]["momentum_buffer"] = buffer
         return loss
 
     _step_with_hooks = torch.optim.Optimizer.profile_hook_step(_step)
 
-    def _momentum_buffers(self, index: int, group: dict[str, Any]) -> list[Tensor | None]:
-        """The momentum buffers of the params of ``group``, the ``index``-th param group (None: no
-        buffer yet), kept between steps.
-
-        The list is rebuilt from ``self.state`` when the group, the state or the group's params
-        list is replaced (``load_state_dict`` replaces all three), so reading it costs no lookup
-        per parameter; a buffer assigned into ``state`` by hand is seen after such a replacement.
-        """
-        params = group["params"]
-        cache = self._buffer_cache
-        del cache[len(self.param_groups):]  # groups that are gone keep nothing alive
-        cache.extend([None] * (len(self.param_groups) - len(cache)))
-        cached = cache[index]
-        if (cached is not None and cached[0] is group and cached[1] is self.state and cached[2] is params
-                and len(cached[3]) == len(params)):
-            return cached[3]
-        state = self.state
-        buffers = [state[p].get("momentum_buffer") if p in state else None for p in params]
-        cache[index] = (group, state, params, buffers)
-        return buffers
-
     def _step_general(self, grad_scale: Tensor | None, found_inf: Tensor | None) -> None:
         """The step for what the C++ entry does not take (e.g. tensor subclasses), via ``sgd_``."""
-        # (params, grads) with a gradient, per group; each p.grad is read once.
-        groups = []
+        calls = []  # sgd_'s arguments, per group and device
         for group in self.param_groups:
             pairs = [(p, p.grad) for p in group["params"]]
-            groups.append([(p, g) for p, g in pairs if g is not None])
-        # Raise before any group is updated.
-        if any(g.is_sparse for pairs in groups for _, g in pairs):
-            raise RuntimeError("fused_linreg.optim.SGD does not support sparse gradients")
-        for group, pairs in zip(self.param_groups, groups):
+            pairs = [(p, g) for p, g in pairs if g is not None]
             for device, device_pairs in _group_by_device(pairs).items():
-                self._update(group, device, device_pairs, grad_scale, found_inf)
+                calls.append(self._sgd_args(group, device, device_pairs, grad_scale, found_inf))
+        if any(g.is_sparse for args in calls for g in args[1]):
+            raise RuntimeError("fused_linreg.optim.SGD does not support sparse gradients")
+        # All or nothing: the first call checks itself before it writes; dynamo checks every
+        # call while it traces, before any runs.
+        if not torch.compiler.is_dynamo_compiling():
+            for args in calls[1:]:
+                _C.check_sgd_(*args)
+        for args in calls:
+            buffers = args[2]
+            first_steps = [i for i, buf in enumerate(buffers) if buf is None]
+            sgd_(*args[:3], lr=args[3], weight_decay=args[4], momentum=args[5], dampening=args[6],
+                 nesterov=args[7], maximize=args[8], grad_scale=args[9], found_inf=args[10])
+            # sgd_ filled in the buffers of first steps (unless the step was skipped).
+            for i in first_steps:
+                if buffers[i] is not None:
+                    self.state[args[0][i]]["momentum_buffer"] = buffers[i]
 
-    def _update(
+    def _sgd_args(
         self,
         group: dict[str, Any],
         device: torch.device,
         pairs: list[tuple[Tensor, Tensor]],
         grad_scale: Tensor | None,
         found_inf: Tensor | None,
-    ) -> None:
-        """One sgd_ call for the (param, grad) pairs of one group on one device."""
+    ) -> tuple[Any, ...]:
+        """sgd_'s positional arguments for the (param, grad) pairs of one group on one device,
+        the momentum buffers read from ``state`` as torch.optim.SGD reads them."""
         momentum = group["momentum"]
         params = [p for p, _ in pairs]
-        buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
-        first_steps = [i for i, buf in enumerate(buffers) if buf is None]
+        # .get: as on the C++ path, a step that raises leaves no empty state entries behind.
+        buffers = [self.state.get(p, {}).get("momentum_buffer") for p in params] if momentum != 0 else []
         lr = group["lr"]
-        sgd_(
-            params,
-            [g for _, g in pairs],
-            buffers,
-            lr=_to_device(lr, device) if isinstance(lr, Tensor) else lr,
-            weight_decay=group["weight_decay"],
-            momentum=momentum,
-            dampening=group["dampening"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-            grad_scale=_to_device(grad_scale, device),
-            found_inf=_to_device(found_inf, device),
-        )
-        # sgd_ filled in the buffers of first steps (unless the step was skipped).
-        for i in first_steps:
-            if buffers[i] is not None:
-                self.state[params[i]]["momentum_buffer"] = buffers[i]
+        return (params, [g for _, g in pairs], buffers, _to_device(lr, device) if isinstance(lr, Tensor) else lr,
+                group["weight_decay"], momentum, group["dampening"], group["nesterov"], group["maximize"],
+                _to_device(grad_scale, device), _to_device(found_inf, device))
