@@ -2,10 +2,14 @@
 csrc/cpu/*.cpp and, when a CUDA toolkit and a CUDA build of torch are present,
 their CUDA kernels from csrc/cuda/*.cu.
 
+The CPU kernels are compiled once per CPU capability, as ATen compiles its own:
+for any x86-64 (DEFAULT) and, on x86-64, again for AVX2+FMA and AVX-512; the
+binary runs everywhere and picks the best its CPU supports when it loads
+(fused_linreg.cpu_capability says which).
+
 Environment switches:
   FUSED_LINREG_CPU_ONLY=1   never build the CUDA kernels.
   FORCE_CUDA=1              build them even if torch sees no GPU; fail if impossible.
-  FUSED_LINREG_PORTABLE=1   no host-specific ISA flags (binaries that run on any x86-64).
   TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0" when no GPU is visible).
   FUSED_LINREG_SANITIZE=1   the CPU kernels only, with AddressSanitizer and UndefinedBehaviorSanitizer
                             (`make sanitize` builds this into build/sanitize/ and runs the tests).
@@ -45,32 +49,54 @@ def want_cuda() -> bool:
     return have_toolkit
 
 
-def cpu_isa_flags() -> list[str]:
-    """Flags that let at::vec::Vectorized use AVX-512 or AVX2 on the build host.
+# The CPU capabilities compiled beside DEFAULT on x86-64: their flags for the
+# compiler and for at::vec::Vectorized (CPU_CAPABILITY_*, as ATen defines them).
+CPU_CAPABILITY_FLAGS = {
+    "AVX2": ["-mavx2", "-mfma", "-mf16c"],
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
+}
 
-    Without CPU_CAPABILITY_* ATen's Vectorized is the generic scalar version."""
-    if env_flag("FUSED_LINREG_PORTABLE") or platform.machine() not in ("x86_64", "AMD64"):
-        return []
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "avx2"}
-    if avx512.issubset(flags):
-        return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c",
-                "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
-    if {"avx2", "fma"}.issubset(flags):
-        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
-    return []
+
+def capability_defines(name: str) -> list[str]:
+    return [f"-DCPU_CAPABILITY={name}", f"-DCPU_CAPABILITY_{name}"]
+
+
+def cpu_variants() -> dict[str, list[str]]:
+    """The capabilities to compile beside DEFAULT: none off x86-64 or in a sanitizer build."""
+    if platform.machine() not in ("x86_64", "AMD64") or env_flag("FUSED_LINREG_SANITIZE"):
+        return {}
+    return CPU_CAPABILITY_FLAGS
+
+
+CPU_KERNEL_SOURCES = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    """torch's BuildExtension, which also compiles the CPU kernels once per capability
+    (with ninja, like the rest) and links them after the DEFAULT objects: an inline
+    function that several capabilities emit then resolves to the least demanding copy."""
+
+    def build_extension(self, ext):
+        variant_objects = []
+        for name, flags in cpu_variants().items():
+            base = [f for f in ext.extra_compile_args["cxx"] if not f.startswith("-DCPU_CAPABILITY")]
+            variant_objects += self.compiler.compile(
+                CPU_KERNEL_SOURCES, output_dir=os.path.join(self.build_temp, name.lower()),
+                include_dirs=ext.include_dirs, extra_postargs={"cxx": [*base, *flags, *capability_defines(name)]},
+            )
+        ext.extra_objects = [*ext.extra_objects, *variant_objects]
+        super().build_extension(ext)
 
 
 def extension():
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp"))) + CPU_KERNEL_SOURCES
     sanitize = env_flag("FUSED_LINREG_SANITIZE")
     # Sanitized: -O1 and frame pointers give exact stack traces in the reports (and a faster build).
     sanitizers = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"] if sanitize else []
-    cxx_flags = ["-O1" if sanitize else "-O3", "-fopenmp", "-fno-math-errno", *cpu_isa_flags(), *sanitizers]
+    cxx_flags = ["-O1" if sanitize else "-O3", "-fopenmp", "-fno-math-errno", *capability_defines("DEFAULT"),
+                 *sanitizers]
+    if cpu_variants():
+        cxx_flags.append("-DFUSED_LINREG_CPU_VARIANTS")
     extra = {"cxx": cxx_flags}
     link = ["-fopenmp", *sanitizers]
     if want_cuda():
@@ -92,5 +118,5 @@ def extension():
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -96,6 +96,28 @@ struct DeviceKernels<c10::kCUDA> {
   FUSED_LINREG_DEVICE_KERNELS
 };
 
+// The CPU kernels are compiled once per CPU capability (the vector
+// instructions at::vec::Vectorized may use), as ATen compiles its own: each
+// csrc/cpu/*.cpp defines CPU_CAPABILITY::CpuKernels, CPU_CAPABILITY being
+// DEFAULT (any x86-64, and every other architecture), AVX2 or AVX512 as
+// setup.py builds it. DeviceKernels<kCPU> calls the best one the running CPU
+// supports (cpu_capability.cpp).
+namespace DEFAULT {
+struct CpuKernels {
+  FUSED_LINREG_DEVICE_KERNELS
+};
+}  // namespace DEFAULT
+namespace AVX2 {
+struct CpuKernels {
+  FUSED_LINREG_DEVICE_KERNELS
+};
+}  // namespace AVX2
+namespace AVX512 {
+struct CpuKernels {
+  FUSED_LINREG_DEVICE_KERNELS
+};
+}  // namespace AVX512
+
 #undef FUSED_LINREG_DEVICE_KERNELS
 
 }  // namespace fused_linreg

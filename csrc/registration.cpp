@@ -3,9 +3,11 @@
 // fake (meta) kernels are registered from Python (pyext/fused_linreg/_ops.py).
 #include <Python.h>
 #include <c10/macros/Macros.h>
+#include <c10/util/Exception.h>
 #include <torch/headeronly/version.h>
 #include <torch/library.h>
 
+#include "cpu_capability.h"
 #include "linear_shapes.h"
 
 namespace fused_linreg {
@@ -19,14 +21,25 @@ extern "C" {
 C10_EXPORT extern const char fused_linreg_built_with_torch[];
 const char fused_linreg_built_with_torch[] = "fused_linreg built with torch " C10_STRINGIZE(
     TORCH_VERSION_MAJOR) "." C10_STRINGIZE(TORCH_VERSION_MINOR) "." C10_STRINGIZE(TORCH_VERSION_PATCH);
+// The version alone, for fused_linreg._C.BUILT_WITH_TORCH.
+constexpr size_t kBuiltWithPrefix = sizeof("fused_linreg built with torch ") - 1;
 
 // Loading this library runs the static TORCH_LIBRARY initialisers below (the
 // registration); the module itself holds the fast eager entries.
 PyObject* PyInit__C(void) {
+  const char* cpu_capability = nullptr;
+  try {
+    cpu_capability = fused_linreg::cpu_capability_name(fused_linreg::cpu_capability());
+  } catch (const c10::Error& error) {  // a bad FUSED_LINREG_CPU_CAPABILITY
+    PyErr_SetString(PyExc_ValueError, error.what_without_backtrace());
+    return nullptr;
+  }
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, fused_linreg::python_methods()};
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr || PyModule_AddIntConstant(module, "SKINNY_MAX_OUT_CPU", fused_linreg::kSkinnyMaxOut) != 0 ||
-      PyModule_AddIntConstant(module, "SKINNY_MAX_OUT_CUDA", fused_linreg::kCudaSkinnyMaxOut) != 0) {
+      PyModule_AddIntConstant(module, "SKINNY_MAX_OUT_CUDA", fused_linreg::kCudaSkinnyMaxOut) != 0 ||
+      PyModule_AddStringConstant(module, "CPU_CAPABILITY", cpu_capability) != 0 ||
+      PyModule_AddStringConstant(module, "BUILT_WITH_TORCH", fused_linreg_built_with_torch + kBuiltWithPrefix) != 0) {
     Py_XDECREF(module);
     return nullptr;
   }

@@ -111,20 +111,20 @@ void linear_backward_params_skinny(const at::Tensor& grad2d, const at::Tensor& x
 
 }  // namespace
 
-void DeviceKernels<c10::kCPU>::linear_forward(const at::Tensor& x2d, const at::Tensor& weight,
+void CPU_CAPABILITY::CpuKernels::linear_forward(const at::Tensor& x2d, const at::Tensor& weight,
                                               const std::optional<at::Tensor>& bias, const at::Tensor& y2d) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x2d.scalar_type(), "fused_linreg.linear", [&] {
     linear_forward_skinny<scalar_t>(x2d, weight, bias, y2d);
   });
 }
 
-void DeviceKernels<c10::kCPU>::linear_backward_input(const at::Tensor& grad2d, const at::Tensor& weight,
+void CPU_CAPABILITY::CpuKernels::linear_backward_input(const at::Tensor& grad2d, const at::Tensor& weight,
                                                      const at::Tensor& grad_x2d) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad2d.scalar_type(), "fused_linreg.linear_backward_input",
                                   [&] { linear_backward_input_skinny<scalar_t>(grad2d, weight, grad_x2d); });
 }
 
-void DeviceKernels<c10::kCPU>::linear_backward_params(const at::Tensor& grad2d, const at::Tensor& x2d,
+void CPU_CAPABILITY::CpuKernels::linear_backward_params(const at::Tensor& grad2d, const at::Tensor& x2d,
                                                       const at::Tensor& grad_weight, const at::Tensor& grad_bias) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x2d.scalar_type(), "fused_linreg.linear_backward_params",
                                   [&] { linear_backward_params_skinny<scalar_t>(grad2d, x2d, grad_weight, grad_bias); });

@@ -306,7 +306,7 @@ class GatheredRows {
 
 }  // namespace
 
-void DeviceKernels<c10::kCPU>::linreg_steps(const LinregTensors& t, const at::Tensor& rows, int64_t batch_size,
+void CPU_CAPABILITY::CpuKernels::linreg_steps(const LinregTensors& t, const at::Tensor& rows, int64_t batch_size,
                                             const StepArgs& args, const at::Tensor& losses) {
   const int64_t total_rows = rows.defined() ? rows.numel() : t.X.size(0);
   const int64_t steps = cpu::ceil_div(total_rows, batch_size);
@@ -368,7 +368,7 @@ void DeviceKernels<c10::kCPU>::linreg_steps(const LinregTensors& t, const at::Te
   });
 }
 
-void DeviceKernels<c10::kCPU>::linreg_grad(const LinregTensors& t, const at::Tensor& loss,
+void CPU_CAPABILITY::CpuKernels::linreg_grad(const LinregTensors& t, const at::Tensor& loss,
                                            const at::Tensor& grad_weight, const at::Tensor& grad_bias) {
   const int64_t d = t.X.size(1), k = t.weight.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.X.scalar_type(), "fused_linreg.linreg_grad", [&] {

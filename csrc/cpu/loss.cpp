@@ -81,7 +81,7 @@ scalar_t squared_difference_sum(const scalar_t* x, const scalar_t* t, int64_t nu
 
 }  // namespace
 
-void DeviceKernels<c10::kCPU>::squared_difference(const at::Tensor& x, const at::Tensor& t, Reduction reduction,
+void CPU_CAPABILITY::CpuKernels::squared_difference(const at::Tensor& x, const at::Tensor& t, Reduction reduction,
                                                   double coefficient, const at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_linreg.squared_difference", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -96,7 +96,7 @@ void DeviceKernels<c10::kCPU>::squared_difference(const at::Tensor& x, const at:
 }
 
 // grad_input = slope * grad_output * (x - t), slope = 2 * coefficient (/ numel for a mean).
-void DeviceKernels<c10::kCPU>::squared_difference_backward(const at::Tensor& g, const at::Tensor& x,
+void CPU_CAPABILITY::CpuKernels::squared_difference_backward(const at::Tensor& g, const at::Tensor& x,
                                                            const at::Tensor& t, Reduction reduction,
                                                            double coefficient, const at::Tensor& grad_input) {
   const bool elementwise = reduction == Reduction::None;

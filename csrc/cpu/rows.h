@@ -14,6 +14,9 @@
 #include <vector>
 
 namespace fused_linreg::cpu {
+// In the namespace of the CPU capability this file is compiled for: the same
+// helper compiled for AVX-512 and for any x86-64 must not be one symbol.
+inline namespace CPU_CAPABILITY {
 
 using at::vec::Vectorized;
 
@@ -283,4 +286,5 @@ inline int64_t row_chunks(int64_t rows, int64_t width) {
   return std::max<int64_t>(1, std::min({kMaxChunks, by_rows, by_memory}));
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace fused_linreg::cpu

@@ -167,7 +167,7 @@ std::vector<Chunk> split_into_chunks(at::TensorList params) {
 
 // found_inf and grad_scale are read on the host (CPU tensors): a skipped step
 // returns before any work. A CPU lr tensor was read by the front.
-void DeviceKernels<c10::kCPU>::sgd(const SgdLists& lists, double lr, const std::optional<at::Tensor>& lr_tensor,
+void CPU_CAPABILITY::CpuKernels::sgd(const SgdLists& lists, double lr, const std::optional<at::Tensor>& lr_tensor,
                                    const SgdOptions& opt, const std::optional<at::Tensor>& grad_scale,
                                    const std::optional<at::Tensor>& found_inf) {
   TORCH_INTERNAL_ASSERT(!lr_tensor.has_value(), "fused_linreg.sgd_: the front reads a CPU lr");

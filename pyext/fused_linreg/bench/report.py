@@ -160,7 +160,8 @@ def _speedup(row: Row) -> str:
 
 def _header(report: Report) -> list[str]:
     m, r = report.machine, report.rates
-    device = m.get("gpu") or f"{m['cpu']} ({m['cores']} cores, {m['threads']} threads used)"
+    device = m.get("gpu") or (f"{m['cpu']} ({m['cores']} cores, {m['threads']} threads used; CPU kernels "
+                              f"{m.get('fused_linreg_cpu_capability', '?')})")
     return [
         f"fused_linreg benchmarks — {device}; torch {m['torch']}, {report.settings['dtype']}, {m['date']}",
         "",

@@ -330,7 +330,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # ATen's kernels
+        "fused_linreg_cpu_capability": fused_linreg.cpu_capability,  # ours
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
