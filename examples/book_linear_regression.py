@@ -70,19 +70,20 @@ def train_with_epoch_op(features: torch.Tensor, labels: torch.Tensor, args: argp
 
 
 def train_with_estimator(features: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> None:
-    model = fused_linreg.LinearRegression(features.shape[1], lr=args.lr, batch_size=args.batch_size,
-                                          epochs=args.epochs, device=features.device, seed=args.seed)
+    # tol=None: exactly args.epochs epochs, as the book trains.
+    model = fused_linreg.LinearRegression(lr=args.lr, batch_size=args.batch_size, max_iter=args.epochs, tol=None,
+                                          random_state=args.seed)
     sync(features.device)
     start = time.perf_counter()
     model.fit(features, labels)
     sync(features.device)
     elapsed = time.perf_counter() - start
     print(f"fused_linreg.LinearRegression: {model}")
-    for epoch, loss in enumerate(model.history_, start=1):
+    for epoch, loss in enumerate(model.loss_curve_, start=1):
         print(f"  epoch {epoch}, mean minibatch loss {loss:f}")
     print(f"  coef_ {model.coef_.tolist()}, intercept_ {model.intercept_.tolist()}, "
           f"R² {model.score(features, labels):.6f}")
-    report(model.weight, model.bias)
+    report(model.weight_, model.bias_)
     print(f"  fit time: {elapsed * 1e3:.3f} ms")
 
 
