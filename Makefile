@@ -6,7 +6,10 @@
 # `make bench BENCH_ARGS="--device cuda"`.
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= torch
+# The torch requirement of pyproject.toml's dependencies (torch>=2.11,<2.16): pip installs a torch
+# inside that range, which installing the package then keeps (no build against one torch that
+# pip replaces by another).
+TORCH ?= $(shell sed -n 's/^dependencies = \[.*"\(torch[^"]*\)".*/\1/p' pyproject.toml)
 BENCH_ARGS ?=
 BIN := $(VENV)/bin
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h) setup.py pyproject.toml

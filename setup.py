@@ -10,7 +10,7 @@ binary runs everywhere and picks the best its CPU supports when it loads
 Environment switches:
   FUSED_LINREG_CPU_ONLY=1   never build the CUDA kernels.
   FORCE_CUDA=1              build them even if torch sees no GPU; fail if impossible.
-  TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0" when no GPU is visible).
+  TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0;10.0;12.0+PTX" when no GPU is visible).
   FUSED_LINREG_SANITIZE=1   the CPU kernels only, with AddressSanitizer and UndefinedBehaviorSanitizer
                             (`make sanitize` builds this into build/sanitize/ and runs the tests).
 """
@@ -29,6 +29,7 @@ from setuptools import setup  # noqa: E402
 from torch.utils import cpp_extension  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "8.0;9.0;10.0;12.0+PTX"
 
 
 def env_flag(name: str) -> bool:
@@ -101,8 +102,10 @@ def extension():
     link = ["-fopenmp", *sanitizers]
     if want_cuda():
         if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            # torch's arch detection fails without a visible GPU.
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+            # torch's arch detection fails without a visible GPU. Every GPU generation nvcc 13
+            # builds for (A100, H100/H200, B200, RTX 50), and PTX of the newest, which the driver
+            # compiles for GPUs that come later.
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         extra["nvcc"] = ["-O3", "-lineinfo", "-DFUSED_LINREG_WITH_CUDA"]
         cxx_flags.append("-DFUSED_LINREG_WITH_CUDA")

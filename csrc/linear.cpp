@@ -6,9 +6,12 @@
 // shapes, the GEMM and empty cases, contiguous inputs, outputs); the kernels
 // are in cpu/linear.cpp and cuda/linear.cu.
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "checks.h"
@@ -93,6 +96,42 @@ at::Tensor linear_backward_input(const at::Tensor& grad_out, const at::Tensor& w
   return grad_x2d.view(output_shape(grad_out, in));
 }
 
+// The weight and bias gradients of a wide layer (a GEMM) on the CPU, summed
+// over the rows in an order that depends on the row count only. A BLAS may
+// split that sum across its threads (torch 2.15's MKL/oneDNN does: the weight
+// gradient of a 64-output layer differed between 1 and 2 threads), so here the
+// rows are cut into a fixed number of chunks, each chunk's products computed by
+// one thread (at least two chunks, so that with two or more threads they run
+// inside a parallel region, where the BLAS stays on its calling thread), and
+// the chunks' partial sums added in order. Half types accumulate in float.
+std::tuple<at::Tensor, at::Tensor> cpu_gemm_params_grad(const at::Tensor& g2d, const at::Tensor& x2d) {
+  constexpr int64_t kChunkRows = 4096;
+  constexpr int64_t kMaxChunks = 32;
+  constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
+  const int64_t rows = g2d.size(0), out = g2d.size(1), in = x2d.size(1);
+  const at::ScalarType acc = at::toOpMathType(x2d.scalar_type());
+  const int64_t partial_bytes = out * (in + 1) * static_cast<int64_t>(c10::elementSize(acc));
+  const int64_t chunks = std::max<int64_t>(
+      2, std::min({(rows + kChunkRows - 1) / kChunkRows, kMaxChunks, kMaxPartialBytes / std::max<int64_t>(partial_bytes, 1)}));
+  const at::Tensor partial_weight = at::empty({chunks, out, in}, x2d.options().dtype(acc));
+  const at::Tensor partial_bias = at::empty({chunks, out}, x2d.options().dtype(acc));
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t first = rows * chunk / chunks, last = rows * (chunk + 1) / chunks;
+      const at::Tensor g = g2d.slice(0, first, last).to(acc), x = x2d.slice(0, first, last).to(acc);
+      at::Tensor weight_part = partial_weight[chunk], bias_part = partial_bias[chunk];
+      at::mm_out(weight_part, g.t(), x);
+      at::sum_out(bias_part, g, 0);
+    }
+  });
+  at::Tensor grad_weight = partial_weight[0].clone(), grad_bias = partial_bias[0].clone();
+  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+    grad_weight.add_(partial_weight[chunk]);
+    grad_bias.add_(partial_bias[chunk]);
+  }
+  return {grad_weight.to(x2d.scalar_type()), grad_bias.to(x2d.scalar_type())};
+}
+
 template <c10::DeviceType kDevice>
 std::tuple<at::Tensor, at::Tensor> linear_backward_params(const at::Tensor& grad_out, const at::Tensor& x) {
   check_linear_backward_params_args(grad_out, x);
@@ -101,6 +140,7 @@ std::tuple<at::Tensor, at::Tensor> linear_backward_params(const at::Tensor& grad
   const at::Tensor x2d = rows_of(x);
   const int64_t rows = x2d.size(0), out = g2d.size(1), in = x2d.size(1);
   if (out > skinny_max_out(x.device())) {
+    if constexpr (kDevice == c10::kCPU) return cpu_gemm_params_grad(g2d, x2d);
     return {at::mm(g2d.t(), x2d), g2d.sum(0)};  // a GEMM and a column sum
   }
   if (rows == 0 || out == 0) return {at::zeros({out, in}, x2d.options()), at::zeros({out}, x2d.options())};
