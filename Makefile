@@ -4,6 +4,7 @@
 # `make bench` runs the benchmark suite (python -m fused_linreg.bench); pass its
 # options in BENCH_ARGS, e.g. `make bench BENCH_ARGS="--quick"` or
 # `make bench BENCH_ARGS="--device cuda"`.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 # The torch requirement of pyproject.toml's dependencies (torch>=2.11,<2.16): pip installs a torch
@@ -26,8 +27,17 @@ $(VENV)/.deps: | $(BIN)/python
 
 # --no-build-isolation: build against the torch installed above, not another
 # one pip would pick for an isolated build environment.
+# pip shows a build's output only with -v, and then ninja's full command lines:
+# those go to build/build.log, the terminal gets one line per compiled object
+# ("[3/16] avx2/csrc/cpu/linear.o") and, if the build fails, the log's end.
+BUILD_LOG := build/build.log
+PROGRESS_LINES := s|^\(\[[0-9]*/[0-9]*\]\) .* -o [^ ]*/temp[^/ ]*/\([^ ]*\).*|  \1 \2|p
+
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
-	$(BIN)/pip install --no-build-isolation -e .
+	@mkdir -p build
+	@echo "building fused_linreg (full log: $(BUILD_LOG))"
+	@set -o pipefail; $(BIN)/pip install -v --no-build-isolation -e . 2>&1 | tee $(BUILD_LOG) | \
+		sed -un '$(PROGRESS_LINES)' || { tail -n 80 $(BUILD_LOG); exit 1; }
 	touch $@
 
 install: $(VENV)/.built
@@ -35,9 +45,9 @@ install: $(VENV)/.built
 test: install
 	$(BIN)/python -m pytest tests -q
 
-# The bench extras of pyproject.toml: sklearn's SGDRegressor rows, plots, progress bar.
+# The bench extras of pyproject.toml: sklearn's and scikit-learn-intelex's rows, plots, progress bar.
 $(VENV)/.bench-deps: | $(BIN)/python
-	$(BIN)/pip install scikit-learn matplotlib tqdm
+	$(BIN)/pip install scikit-learn matplotlib tqdm "scikit-learn-intelex; platform_machine == 'x86_64'"
 	touch $@
 
 bench: install $(VENV)/.bench-deps

@@ -5,13 +5,14 @@
 #include <torch/library.h>
 
 #include "op_handles.h"
+#include "torch_internals.h"
 
 namespace fused_linreg {
 namespace {
 
 template <c10::DeviceType device_type>
 at::Tensor linear_autocast(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device_type));
+  ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device_type));
   static const auto op = find_op<LinearSig>(kLinear);
   const at::ScalarType dtype = at::autocast::get_autocast_dtype(device_type);
   return op.call(at::autocast::cached_cast(dtype, x, device_type), at::autocast::cached_cast(dtype, weight, device_type),
@@ -21,7 +22,7 @@ at::Tensor linear_autocast(const at::Tensor& x, const at::Tensor& weight, const 
 // Both losses share one schema shape: (input, target, reduction) -> Tensor.
 template <c10::DeviceType device_type, const char* const* Name>
 at::Tensor loss_in_float32(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device_type));
+  ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(device_type));
   static const auto op = find_op<LossSig>(*Name);
   return op.call(at::autocast::cached_cast(at::kFloat, input, device_type),
                  at::autocast::cached_cast(at::kFloat, target, device_type), reduction);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "memory_overlap.h"
+#include "torch_internals.h"
 #include "pointer_map.h"
 #include "sgd_math.h"
 
@@ -61,7 +62,7 @@ class StorageSet {
   // Adds t's storage; false if it was there already (or t has none to compare).
   bool insert(const at::Tensor& t) {
     if (!t.defined() || t.numel() == 0) return true;
-    return t.has_storage() && storages_.insert(t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(), true);
+    return t.has_storage() && storages_.insert(storage_identity(t), true);
   }
 
  private:

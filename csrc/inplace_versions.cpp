@@ -9,7 +9,6 @@
 // They have no tangent formula: a tangent or a torch.func wrapper raises.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/core/GradMode.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include <string>
@@ -109,7 +108,7 @@ struct InPlaceOp<Name, Overload, Ret(Args...)> {
 
   template <typename T>
   static void bump_if_written(size_t index, const T& arg) {
-    if (written()[index]) for_each_tensor(arg, [](const at::Tensor& t) { torch::autograd::impl::bump_version(t); });
+    if (written()[index]) for_each_tensor(arg, [](const at::Tensor& t) { bump_version(t); });
   }
 
   // "sgd_" of "fused_linreg::sgd_".

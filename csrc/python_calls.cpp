@@ -9,10 +9,8 @@
 // path through torch.ops, the path torch.compile traces too.
 #include <Python.h>
 #include <torch/csrc/Exceptions.h>
-#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/object_ptr.h>
 
-#include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/core/GradMode.h>
 
@@ -22,6 +20,7 @@
 #include "checks.h"
 #include "op_handles.h"
 #include "pointer_map.h"
+#include "torch_internals.h"
 
 namespace fused_linreg {
 namespace {
@@ -30,16 +29,16 @@ namespace {
 // subclass may override __torch_function__). Every entry also checks, once,
 // that no torch function mode is active (no_function_mode).
 bool is_plain_tensor(PyObject* obj) {
-  return THPVariable_CheckExact(obj) && THPVariable_Unpack(obj).layout() == at::kStrided;
+  return is_exact_tensor_object(obj) && tensor_of(obj).layout() == at::kStrided;
 }
 
-bool no_function_mode() { return !at::impl::torch_function_mode_enabled(); }
+bool no_function_mode() { return !torch_function_mode_active(); }
 
 bool is_plain_optional_tensor(PyObject* obj) { return obj == Py_None || is_plain_tensor(obj); }
 
 std::optional<at::Tensor> optional_tensor(PyObject* obj) {
   if (obj == Py_None) return std::nullopt;
-  return THPVariable_Unpack(obj);
+  return tensor_of(obj);
 }
 
 // A Python float or int (not bool, not a string: those take the general path).
@@ -94,7 +93,7 @@ PyObject* linear_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t n
       !is_plain_optional_tensor(args[2])) {
     Py_RETURN_NOTIMPLEMENTED;
   }
-  const at::Tensor& weight = THPVariable_Unpack(args[1]);
+  const at::Tensor& weight = tensor_of(args[1]);
   const std::optional<at::Tensor> bias = optional_tensor(args[2]);
   // F.linear's 1-D weight and broadcast biases are the wrapper's; a 1-D bias of
   // the wrong length goes to the op, whose error names it.
@@ -105,9 +104,9 @@ PyObject* linear_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t n
   at::Tensor out;
   {
     GilRelease no_gil;
-    out = op.call(THPVariable_Unpack(args[0]), weight, bias);
+    out = op.call(tensor_of(args[0]), weight, bias);
   }
-  return THPVariable_Wrap(std::move(out));
+  return tensor_object(std::move(out));
   END_HANDLE_TH_ERRORS
 }
 
@@ -121,8 +120,8 @@ PyObject* loss_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nar
       !read_reduction(args[2], reduction)) {
     Py_RETURN_NOTIMPLEMENTED;
   }
-  const at::Tensor& input = THPVariable_Unpack(args[0]);
-  const at::Tensor& target = THPVariable_Unpack(args[1]);
+  const at::Tensor& input = tensor_of(args[0]);
+  const at::Tensor& target = tensor_of(args[1]);
   if (input.scalar_type() != target.scalar_type() || (kSameShape && input.sizes() != target.sizes())) {
     Py_RETURN_NOTIMPLEMENTED;
   }
@@ -132,7 +131,7 @@ PyObject* loss_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nar
     GilRelease no_gil;
     out = op.call(input, target, reduction);
   }
-  return THPVariable_Wrap(std::move(out));
+  return tensor_object(std::move(out));
   END_HANDLE_TH_ERRORS
 }
 
@@ -157,29 +156,6 @@ bool read_hyper(PyObject* const* args, SgdHyper& hyper) {
          read_number(args[2], hyper.momentum) && read_number(args[3], hyper.dampening) &&
          read_bool(args[4], hyper.nesterov) && read_bool(args[5], hyper.maximize);
 }
-
-// A list of tensors borrowed from Python objects that outlive the call, without
-// touching their reference counts: copying an at::Tensor that has a live
-// PyObject also increfs that object (and checks for the GIL), both ways, which
-// for sgd_'s hundreds of tensors cost more than the update.
-class BorrowedTensors {
- public:
-  BorrowedTensors() = default;
-  BorrowedTensors(BorrowedTensors&&) = default;  // the moved-from list is empty
-  BorrowedTensors& operator=(BorrowedTensors&&) = delete;
-  ~BorrowedTensors() {
-    for (at::Tensor& t : tensors_) c10::MaybeOwnedTraits<at::Tensor>::destroyBorrow(t);
-  }
-
-  void reserve(size_t count) { tensors_.reserve(count); }
-  void push_back(const at::Tensor& t) { tensors_.push_back(c10::MaybeOwnedTraits<at::Tensor>::createBorrow(t)); }
-  const at::Tensor& operator[](size_t i) const { return tensors_[i]; }
-  bool empty() const { return tensors_.empty(); }
-  operator at::TensorList() const { return tensors_; }  // NOLINT(google-explicit-constructor)
-
- private:
-  std::vector<at::Tensor> tensors_;
-};
 
 // The tensors of one sgd_ call (one device). buffer_objects[i] is the caller's
 // momentum buffer of params[i] (None: no buffer yet); prepare_buffers turns
@@ -222,7 +198,7 @@ void prepare_buffers(SgdCall& call) {
       call.new_buffers.push_back(at::empty_like(call.params[i]));
       call.buffers.push_back(call.new_buffers.back());
     } else {
-      call.buffers.push_back(THPVariable_Unpack(call.buffer_objects[i]));
+      call.buffers.push_back(tensor_of(call.buffer_objects[i]));
     }
     call.first_step.push_back(first);
   }
@@ -240,7 +216,7 @@ std::optional<at::Tensor> on_device(const std::optional<at::Tensor>& t, const at
 
 std::optional<at::Tensor> lr_tensor_on(const SgdHyper& hyper, const at::Device& device) {
   if (hyper.lr_tensor == nullptr) return std::nullopt;
-  return on_device(THPVariable_Unpack(hyper.lr_tensor), device);
+  return on_device(tensor_of(hyper.lr_tensor), device);
 }
 
 // Every check sgd_ would make on `call`, without running it.
@@ -279,7 +255,7 @@ void store_new_buffers(const SgdCall& call, PyObject* buffers) {
   for (size_t i = 0; i < call.buffer_objects.size(); ++i) {
     if (!call.first_step[i]) continue;
     PyObject* old = PyList_GET_ITEM(buffers, i);
-    PyList_SET_ITEM(buffers, i, THPVariable_Wrap(call.buffers[i]));
+    PyList_SET_ITEM(buffers, i, tensor_object(call.buffers[i]));
     Py_DECREF(old);
   }
 }
@@ -300,14 +276,14 @@ class TensorChainPrefetcher {
   // Call before reading item i.
   void before(Py_ssize_t i) const {
     if (i + 4 * kAhead < count_) __builtin_prefetch(items_[i + 4 * kAhead]);
-    if (const c10::TensorImpl* impl = tensor_at(i + 3 * kAhead)) prefetch_lines(impl, sizeof(c10::TensorImpl));
+    if (const at::Tensor* t = tensor_at(i + 3 * kAhead)) prefetch_lines(impl_address(*t), kTensorImplBytes);
     if (!through_grad_) return;
-    if (const c10::TensorImpl* impl = tensor_at(i + 2 * kAhead)) {
-      if (const void* meta = impl->autograd_meta()) prefetch_lines(meta, kAutogradMetaBytes);
+    if (const at::Tensor* t = tensor_at(i + 2 * kAhead)) {
+      if (const void* meta = autograd_meta_address(*t)) prefetch_lines(meta, kAutogradMetaBytes);
     }
-    if (const c10::TensorImpl* impl = tensor_at(i + kAhead)) {
-      const at::Tensor& grad = impl->grad();
-      if (grad.defined()) prefetch_lines(grad.unsafeGetTensorImpl(), sizeof(c10::TensorImpl));
+    if (const at::Tensor* t = tensor_at(i + kAhead)) {
+      const at::Tensor& grad = grad_of(*t);
+      if (grad.defined()) prefetch_lines(impl_address(grad), kTensorImplBytes);
     }
   }
 
@@ -319,9 +295,9 @@ class TensorChainPrefetcher {
     for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(static_cast<const char*>(p) + offset);
   }
 
-  const c10::TensorImpl* tensor_at(Py_ssize_t i) const {
-    if (i >= count_ || !THPVariable_CheckExact(items_[i])) return nullptr;
-    return THPVariable_Unpack(items_[i]).unsafeGetTensorImpl();
+  const at::Tensor* tensor_at(Py_ssize_t i) const {
+    if (i >= count_ || !is_exact_tensor_object(items_[i])) return nullptr;
+    return &tensor_of(items_[i]);
   }
 
   PyObject** items_;
@@ -331,7 +307,7 @@ class TensorChainPrefetcher {
 
 // Any dense tensor, subclasses included: for checks only (check_sgd_).
 bool is_dense_tensor(PyObject* obj) {
-  return THPVariable_Check(obj) && THPVariable_Unpack(obj).layout() == at::kStrided;
+  return is_tensor_object(obj) && tensor_of(obj).layout() == at::kStrided;
 }
 
 template <bool (*IsTensor)(PyObject*)>
@@ -372,14 +348,14 @@ bool read_sgd_args(PyObject* const* args, Py_ssize_t nargs, std::optional<SgdCal
   }
   PyObject** params = PySequence_Fast_ITEMS(args[0]);
   PyObject** grads = PySequence_Fast_ITEMS(args[1]);
-  call.emplace(THPVariable_Unpack(params[0]).device(), static_cast<size_t>(count));
+  call.emplace(tensor_of(params[0]).device(), static_cast<size_t>(count));
   const TensorChainPrefetcher param_chains(args[0], false), grad_chains(args[1], false),
       buffer_chains(use_momentum ? args[2] : args[0], false);
   for (Py_ssize_t i = 0; i < count; ++i) {
     param_chains.before(i);
     grad_chains.before(i);
     if (use_momentum) buffer_chains.before(i);
-    add_param(*call, params[i], THPVariable_Unpack(params[i]), THPVariable_Unpack(grads[i]),
+    add_param(*call, params[i], tensor_of(params[i]), tensor_of(grads[i]),
               use_momentum ? PyList_GET_ITEM(args[2], i) : Py_None);
   }
   if (use_momentum) prepare_buffers(*call);
@@ -489,10 +465,8 @@ PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_s
       param_chains.before(i);
       PyObject* item = PyList_GET_ITEM(group.params, i);
       if (!is_plain_tensor(item)) Py_RETURN_NOTIMPLEMENTED;
-      const at::Tensor& param = THPVariable_Unpack(item);
-      // Not Tensor::grad: its leaf check only serves a warning about non-leaf tensors,
-      // which add_param_group never lets into an optimizer.
-      const at::Tensor& grad = param.unsafeGetTensorImpl()->grad();
+      const at::Tensor& param = tensor_of(item);
+      const at::Tensor& grad = grad_of(param);
       if (!grad.defined()) continue;  // torch.optim skips parameters without a gradient
       TORCH_CHECK(grad.layout() == at::kStrided, "fused_linreg.optim.SGD does not support sparse gradients");
       // Nearly always one device: the previous parameter's call is checked first.
@@ -538,7 +512,7 @@ PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_s
       if (!run_sgd(call, groups[g].hyper, grad_scale, found_inf)) continue;
       for (size_t i = 0; i < call.first_step.size(); ++i) {
         if (!call.first_step[i]) continue;
-        THPObjectPtr buffer(THPVariable_Wrap(call.buffers[i]));
+        THPObjectPtr buffer(tensor_object(call.buffers[i]));
         THPObjectPtr pair(buffer ? PyTuple_Pack(2, call.param_objects[i], buffer.get()) : nullptr);
         if (!pair || PyList_Append(created.get(), pair.get()) != 0) return nullptr;
       }
