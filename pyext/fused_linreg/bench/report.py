@@ -200,13 +200,27 @@ def _warmup_table(warmups: Sequence[Warmup]) -> list[str]:
 
 
 def _losses(rows: Sequence[Row]) -> list[str]:
-    slower = [r for r in rows if r.speedup is not None and r.speedup < SLOWER and not r.reference and r.reliable]
+    """The summary under the table. Only rows marked reliable (see ``mark_unreliable``) count: a
+    claim about the others would be a claim about the disturbance, so they are counted, not judged."""
+    compared = [r for r in rows if r.speedup is not None and not r.reference]
+    reliable = [r for r in compared if r.reliable]
+    left_out = len(compared) - len(reliable)
+    if not compared:
+        return ["", "No row of this run compares ours with a baseline."]
+    if not reliable:
+        return ["", f"No reliable comparison in this run: all {left_out} rows that compare ours with a baseline "
+                "are marked unreliable (the machine was disturbed, see the warnings above); rerun on a quiet "
+                "machine."]
+    unjudged = (f" {left_out} row(s) marked unreliable are left out; rerun on a quiet machine to judge them."
+                if left_out else "")
+    slower = [r for r in reliable if r.speedup is not None and r.speedup < SLOWER]
     if not slower:
-        return ["", "We are not slower than any baseline in this run."]
+        scope = f"in the {len(reliable)} reliable row(s) of this run" if left_out else "in this run"
+        return ["", f"We are not slower than any baseline {scope}.{unjudged}"]
     lines = ["", f"Rows where we are slower (speed-up below {SLOWER}×):", ""]
     lines += [f"- {r.op} {r.shape}: {r.ours} {format_time(r.ours_ms)} vs {r.baseline} "
               f"{format_time(r.baseline_ms)} ({r.speedup:.2f}×)" for r in slower]
-    return lines
+    return lines + (["", unjudged.strip()] if left_out else [])
 
 
 def markdown(report: Report) -> str:
@@ -310,37 +324,118 @@ def _series_of(shape: str) -> str:
     return shape.split("->", 1)[1].strip() if "->" in shape else ""
 
 
+# Series are told apart by marker, implementations by colour (the same in every series of a panel).
+_SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# At most this many labelled ticks on an axis of the time-vs-size plot: more overlap.
+_MOST_X_TICKS = 6
+_MOST_Y_TICKS = 8
+
+
 def _plot_time_vs_size(rows: Sequence[Row], plt: Any) -> Any:
     """Median time against the bytes each shape must move (log-log), a subplot per op measured at
     several shapes; lines join the sizes of one implementation within one series (one output
-    count), and the floor is dashed. None when no op has several shapes."""
+    count), and the floor is dashed. None when no op has several shapes.
+
+    An implementation keeps its colour across series and a series its marker, so each panel's
+    legend lists implementations and series once each (not their product), below the panel where
+    it covers no data."""
+    from matplotlib.lines import Line2D
+
     ops = [op for op in dict.fromkeys(r.op for r in rows) if len({r.shape for r in rows if r.op == op}) > 1]
     if not ops:
         return None
     columns = min(3, len(ops))
     nrows = math.ceil(len(ops) / columns)
-    figure, axes = plt.subplots(nrows, columns, figsize=(5.5 * columns, 4.4 * nrows), squeeze=False)
-    for ax, op in zip(axes.flat, ops):
+    legends = [_time_vs_size_legend([r for r in rows if r.op == op], plt) for op in ops]
+    # Room under each row of panels for the tallest legend (about 0.15 in per line of 7-point text).
+    legend_in = 0.15 * max(math.ceil(len(entries) / 2) for entries in legends) + 0.6
+    figure, axes = plt.subplots(nrows, columns, figsize=(5.5 * columns, (3.6 + legend_in) * nrows), squeeze=False)
+    for ax, op, entries in zip(axes.flat, ops, legends):
         data = sorted((r for r in rows if r.op == op), key=lambda r: r.footprint_bytes)
         series = list(dict.fromkeys(_series_of(r.shape) for r in data))
-        for key in series:
+        colors = _impl_colors(data, plt)
+        for key, marker in zip(series, _SERIES_MARKERS * len(series)):
             members = [r for r in data if _series_of(r.shape) == key]
-            suffix = f" (-> {key})" if len(series) > 1 else ""
             points: dict[str, dict[int, float]] = {}
             for r in members:
                 for name, ms in ((r.baseline, r.baseline_ms), (r.ours, r.ours_ms)):
                     if name is not None and ms is not None:
                         points.setdefault(name, {})[r.footprint_bytes] = ms
             for name, by_size in points.items():
-                ax.plot(list(by_size), list(by_size.values()), marker="o", markersize=3, label=name + suffix)
+                ax.plot(list(by_size), list(by_size.values()), marker=marker, markersize=3, color=colors[name],
+                        label=f"{name} (-> {key})" if key else name)
             floors = {r.footprint_bytes: r.floor_ms for r in members if r.floor_ms is not None}
             if floors:
-                ax.plot(list(floors), list(floors.values()), linestyle="--", color="black",
-                        label="floor" + suffix)
+                ax.plot(list(floors), list(floors.values()), linestyle="--", color="black", marker=marker,
+                        markersize=2, label=f"floor (-> {key})" if key else "floor")
         ax.set(xscale="log", yscale="log", title=op, xlabel="bytes the shape must move (footprint)",
-               ylabel="median time (ms)")
-        ax.legend(fontsize=6)
+               ylabel="median time")
+        sizes = [r.footprint_bytes for r in data]
+        xlim, xticks = _log_ticks(min(sizes), max(sizes), _MOST_X_TICKS)
+        ax.set(xlim=xlim, xticks=xticks, xticklabels=[_format_bytes(t) for t in xticks])
+        times = [ms for line in ax.get_lines() for ms in line.get_ydata() if ms > 0 and math.isfinite(ms)]
+        if times:
+            ylim, yticks = _log_ticks(min(times), max(times), _MOST_Y_TICKS)
+            ax.set(ylim=ylim, yticks=yticks, yticklabels=[format_time(t) for t in yticks])
+        # Matplotlib labels the minor ticks of a range under a decade, and those labels overlap.
+        ax.xaxis.set_minor_formatter("")
+        ax.yaxis.set_minor_formatter("")
+        handles = [Line2D([], [], color=color, marker=marker, linestyle=style, markersize=4, label=label)
+                   for label, color, marker, style in entries]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7,
+                  frameon=False)
     for ax in list(axes.flat)[len(ops):]:
         ax.set_visible(False)
     figure.tight_layout()
     return figure
+
+
+def _impl_colors(data: Sequence[Row], plt: Any) -> dict[str, Any]:
+    """A colour per implementation in ``data`` (black is the floor's)."""
+    names = list(dict.fromkeys(name for r in data for name in (r.baseline, r.ours) if name is not None))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {name: palette(i % palette.N) for i, name in enumerate(names)}
+
+
+def _time_vs_size_legend(data: Sequence[Row], plt: Any) -> list[tuple[str, Any, str, str]]:
+    """(label, colour, marker, line style) of each legend entry of the panel of ``data`` (one op's
+    rows): its implementations, the floor, then (with several series) a grey marker per series."""
+    entries = [(name, color, "", "-") for name, color in _impl_colors(data, plt).items()]
+    if any(r.floor_ms is not None for r in data):
+        entries.append(("floor", "black", "", "--"))
+    series = list(dict.fromkeys(_series_of(r.shape) for r in data))
+    if len(series) > 1:
+        entries += [(f"shapes … -> {key}", "gray", marker, "")
+                    for key, marker in zip(series, _SERIES_MARKERS * len(series))]
+    return entries
+
+
+def _log_ticks(low: float, high: float, most: int) -> tuple[tuple[float, float], list[float]]:
+    """The limits and ticks of a log axis showing ``low`` to ``high``: ticks at 1-2-5 steps, or at
+    sparser powers of ten where that would make more than ``most``. The limits reach a little past
+    the neighbouring 1-2-5 values, so that even a range under one decade gets two ticks."""
+    low, high = _step_125(low, down=True), _step_125(high, down=False)
+    for mantissas, every in (((1, 2, 5), 1), ((1,), 1), ((1,), 2), ((1,), 3), ((1,), 5)):
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+                 if e % every == 0 for m in mantissas if low <= m * 10.0 ** e <= high]
+        if len(ticks) <= most:
+            break
+    return (low / 1.2, high * 1.2), ticks
+
+
+def _step_125(value: float, down: bool) -> float:
+    """The nearest value of the form 1, 2 or 5 times a power of ten at or below (``down``) or at or
+    above ``value``."""
+    exponent = math.floor(math.log10(value))
+    steps = [m * 10.0 ** e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 2, 5)]
+    # The tolerance keeps 1000.0000001 (float noise) from moving a limit a whole step.
+    if down:
+        return max(s for s in steps if s <= value * (1 + 1e-9))
+    return min(s for s in steps if s >= value * (1 - 1e-9))
+
+
+def _format_bytes(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n:g} B"
