@@ -291,6 +291,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linreg_grad_autograd(const at::Te
   return {outputs[0], outputs[1], outputs[2]};
 }
 
+// linreg_gram's sums feed a linear solve, not a backward pass: not differentiable either.
+constexpr const char* kLinregGramAdvice =
+    "it returns the sums of the normal equations as plain values (fused_linreg.LinearRegression's solver)";
+
+struct LinregGramNotDifferentiable : public torch::autograd::Function<LinregGramNotDifferentiable> {
+  static at::Tensor forward(AutogradContext* /*ctx*/, const at::Tensor& X, const at::Tensor& y,
+                            const std::optional<at::Tensor>& sample_weight, const at::Tensor& x_shift,
+                            const at::Tensor& y_shift) {
+    static const auto op = find_op<LinregGramSig>(kLinregGram);
+    return call_below_autograd(op, X, y, sample_weight, x_shift, y_shift);
+  }
+
+  static variable_list backward(AutogradContext* /*ctx*/, const variable_list& /*grads*/) {
+    TORCH_CHECK(false, "fused_linreg.linreg_gram is not differentiable: ", kLinregGramAdvice);
+  }
+};
+
+at::Tensor linreg_gram_autograd(const at::Tensor& X, const at::Tensor& y, const std::optional<at::Tensor>& sample_weight,
+                                const at::Tensor& x_shift, const at::Tensor& y_shift) {
+  check_not_transformed("linreg_gram", kLinregGramAdvice, X, y, sample_weight, x_shift, y_shift);
+  if (!records(X, y, sample_weight, x_shift, y_shift)) {
+    static const auto op = find_op<LinregGramSig>(kLinregGram);
+    return call_below_autograd(op, X, y, sample_weight, x_shift, y_shift);
+  }
+  return LinregGramNotDifferentiable::apply(X, y, sample_weight, x_shift, y_shift);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_linreg, Autograd, m) {
@@ -302,6 +329,7 @@ TORCH_LIBRARY_IMPL(fused_linreg, Autograd, m) {
   m.impl("mse_loss", &loss_autograd<MseLossOps>);
   m.impl("mse_loss_backward", &loss_backward_autograd<MseLossOps>);
   m.impl("linreg_grad", &linreg_grad_autograd);
+  m.impl("linreg_gram", &linreg_gram_autograd);
 }
 
 }  // namespace fused_linreg

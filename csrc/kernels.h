@@ -22,6 +22,9 @@
 //   `rows` (row numbers in range; undefined: one step over all rows of t.X),
 //   updating t's parameters and buffers in place; each step's loss goes to
 //   losses[step].
+// augmented_rows: linreg_gram's rows, sqrt(w_i) * [x_i - x_shift, y_i - y_shift, 1]
+//   as float64 (rows: (n, d + k + 1)) for X (n, d), y2d (n, k) of X's dtype and
+//   float64 sample_weight (n; nullopt: every weight 1), x_shift (d), y_shift (k).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -84,7 +87,9 @@ struct DeviceKernels;
   static void linreg_grad(const LinregTensors& t, const at::Tensor& loss, const at::Tensor& grad_weight,            \
                           const at::Tensor& grad_bias);                                                             \
   static void linreg_steps(const LinregTensors& t, const at::Tensor& rows, int64_t batch_size, const StepArgs& args, \
-                           const at::Tensor& losses);
+                           const at::Tensor& losses);                                                      \
+  static void augmented_rows(const at::Tensor& X, const at::Tensor& y2d, const std::optional<at::Tensor>& sample_weight, \
+                             const at::Tensor& x_shift, const at::Tensor& y_shift, const at::Tensor& rows);
 
 template <>
 struct DeviceKernels<c10::kCPU> {

@@ -23,6 +23,7 @@ inline constexpr const char* kSgd = "fused_linreg::sgd_";
 inline constexpr const char* kLinregGrad = "fused_linreg::linreg_grad";
 inline constexpr const char* kLinregStep = "fused_linreg::linreg_step_";
 inline constexpr const char* kLinregEpoch = "fused_linreg::linreg_epoch_";
+inline constexpr const char* kLinregGram = "fused_linreg::linreg_gram";
 // Overload names.
 inline constexpr const char* kDefault = "";
 inline constexpr const char* kTensorLr = "tensor_lr";
@@ -35,6 +36,8 @@ using LossBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const a
 using LinregGradSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                                       const at::Tensor&,
                                                                       const std::optional<at::Tensor>&);
+using LinregGramSig = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                const at::Tensor&, const at::Tensor&);
 // sgd_ and sgd_.tensor_lr: lr is a double or a Tensor.
 template <typename Lr>
 using SgdSig = void(at::TensorList, at::TensorList, at::TensorList, const c10::List<bool>&, Lr, double, double, double,

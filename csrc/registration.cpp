@@ -92,4 +92,8 @@ TORCH_LIBRARY(fused_linreg, m) {
       "Tensor(c!)? weight_momentum, Tensor(d!)? bias_momentum, bool is_first_step, *, float lr, "
       "float weight_decay=0., float momentum=0., float dampening=0., bool nesterov=False, "
       "bool maximize=False) -> Tensor");
+  // The normal equations' sums of (weighted) least squares in one pass over X:
+  // sum_i w_i a_i a_i^T, a_i = [x_i - x_shift, y_i - y_shift, 1], in float64,
+  // shape (d + k + 1, d + k + 1); sample_weight (n) non-negative (None: all 1).
+  m.def("linreg_gram(Tensor X, Tensor y, Tensor? sample_weight, Tensor x_shift, Tensor y_shift) -> Tensor");
 }

@@ -41,6 +41,7 @@ TORCH_LIBRARY_IMPL(fused_linreg, FuncTorchBatched, m) {
   m.impl("linreg_grad", &RefuseVmap<&kLinregGrad, LinregGradSig>::call);
   m.impl("linreg_step_", &RefuseVmap<&kLinregStep, LinregStepSig>::call);
   m.impl("linreg_epoch_", &RefuseVmap<&kLinregEpoch, LinregEpochSig>::call);
+  m.impl("linreg_gram", &RefuseVmap<&kLinregGram, LinregGramSig>::call);
 }
 
 }  // namespace fused_linreg

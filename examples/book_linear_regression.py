@@ -1,12 +1,13 @@
 """Trains the book's linear regression (*Dive into Deep Learning* ch. 3.2) with the fused ops.
 
 The data are the book's: 1000 examples of ``y = X @ [2, -3.4] + 4.2 + noise``. The model is
-trained twice, with the book's hyperparameters (3 epochs, lr 0.03, batch size 10):
+trained twice with the book's hyperparameters (3 epochs, lr 0.03, batch size 10), then solved:
 
 1. with ``fused_linreg.linreg_epoch_``: one call per epoch runs all 100 minibatch steps;
-2. with the estimator ``fused_linreg.LinearRegression``.
+2. with the estimator ``fused_linreg.LinearRegression`` (solver="sgd"), and
+3. by its default solver, the normal equations: the exact least-squares answer in one pass.
 
-Each prints the loss after every epoch and the learned ``w`` and ``b`` next to the true ones.
+Each prints its loss and the learned ``w`` and ``b`` next to the true ones.
 
 Run: ``python examples/book_linear_regression.py [--device cuda] [--epochs 3] ...``
 """
@@ -70,9 +71,9 @@ def train_with_epoch_op(features: torch.Tensor, labels: torch.Tensor, args: argp
 
 
 def train_with_estimator(features: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> None:
-    # tol=None: exactly args.epochs epochs, as the book trains.
-    model = fused_linreg.LinearRegression(lr=args.lr, batch_size=args.batch_size, max_iter=args.epochs, tol=None,
-                                          random_state=args.seed)
+    # The book's minibatch SGD; tol=None: exactly args.epochs epochs, as the book trains.
+    model = fused_linreg.LinearRegression(solver="sgd", lr=args.lr, batch_size=args.batch_size,
+                                          max_iter=args.epochs, tol=None, random_state=args.seed)
     sync(features.device)
     start = time.perf_counter()
     model.fit(features, labels)
@@ -87,6 +88,19 @@ def train_with_estimator(features: torch.Tensor, labels: torch.Tensor, args: arg
     print(f"  fit time: {elapsed * 1e3:.3f} ms")
 
 
+def solve_with_estimator(features: torch.Tensor, labels: torch.Tensor) -> None:
+    # The analytic solution (the book's 解析解): the estimator's default solver, one pass over X.
+    sync(features.device)
+    start = time.perf_counter()
+    model = fused_linreg.LinearRegression().fit(features, labels)
+    sync(features.device)
+    elapsed = time.perf_counter() - start
+    print(f"fused_linreg.LinearRegression() (solver_={model.solver_!r}): loss {model.loss_curve_[0]:f}, "
+          f"R² {model.score(features, labels):.6f}")
+    report(model.weight_, model.bias_)
+    print(f"  fit time: {elapsed * 1e3:.3f} ms")
+
+
 def main() -> None:
     args = parse_args()
     torch.manual_seed(args.seed)
@@ -96,6 +110,8 @@ def main() -> None:
     train_with_epoch_op(features, labels, args)
     print()
     train_with_estimator(features, labels, args)
+    print()
+    solve_with_estimator(features, labels)
 
 
 if __name__ == "__main__":

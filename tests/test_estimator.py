@@ -3,6 +3,7 @@ closed-form least squares (sklearn.linear_model.LinearRegression) as the referen
 Pipeline, cross_val_score, GridSearchCV, pickling, input and output types, the stopping rule,
 divergence, streaming a memory map in bounded memory, and import without scikit-learn."""
 
+import functools
 import os
 import pickle
 import subprocess
@@ -31,6 +32,8 @@ from fused_linreg import estimator as estimator_module
 from fused_linreg.d2l import synthetic_data
 
 LinearRegression = fused_linreg.LinearRegression
+# The tests of the SGD solver's behaviour (the defaults pick the normal equations at these sizes).
+SGD = functools.partial(LinearRegression, solver="sgd")
 
 
 @pytest.fixture
@@ -66,7 +69,7 @@ def test_defaults_reach_the_closed_form_r2_within_one_percent(name):
         X, y = make_regression(n_samples=1000, n_features=20, noise=10.0, random_state=0)
     closed = make_pipeline(StandardScaler(), ClosedForm()).fit(X, y).score(X, y)
     for seed in range(3):
-        ours = make_pipeline(StandardScaler(), LinearRegression(random_state=seed)).fit(X, y)
+        ours = make_pipeline(StandardScaler(), SGD(random_state=seed)).fit(X, y)
         assert ours[-1].n_iter_ < ours[-1].max_iter, "the stopping rule ended training"
         assert ours.score(X, y) >= 0.99 * closed
 
@@ -74,7 +77,7 @@ def test_defaults_reach_the_closed_form_r2_within_one_percent(name):
 def test_fits_the_book_data_like_least_squares(book_data, device):
     X, y = book_data
     closed = ClosedForm().fit(X.numpy(), y.numpy().ravel())
-    model = LinearRegression(tol=1e-6, random_state=0, device=device)  # the loss is about 5e-5 here
+    model = SGD(tol=1e-6, random_state=0, device=device)  # the loss is about 5e-5 here
     assert model.fit(X.to(device), y.to(device)) is model
     assert model.weight_.device.type == device and model.weight_.dtype == torch.float32
     assert model.coef_.shape == (1, 2) and model.intercept_.shape == (1,) and model.coef_.dtype == np.float32
@@ -89,7 +92,7 @@ def test_fits_the_book_data_like_least_squares(book_data, device):
 def test_multi_output_with_momentum_matches_the_closed_form():
     X, y = regression_data(n=2000, d=6, k=3)
     closed = ClosedForm().fit(X, y)
-    model = LinearRegression(lr=0.002, momentum=0.9, random_state=1).fit(X, y)
+    model = SGD(lr=0.002, momentum=0.9, random_state=1).fit(X, y)
     assert model.coef_.shape == (3, 6) and model.intercept_.shape == (3,) and model.coef_.dtype == np.float64
     scale = np.abs(closed.coef_).max()
     np.testing.assert_allclose(model.coef_, closed.coef_, rtol=0, atol=1e-3 * scale)
@@ -103,23 +106,23 @@ def test_partial_fit_continues_where_fit_stopped(book_data):
     """fit(max_iter=1) then two partial_fit epochs draw the same random numbers as fit(max_iter=3)
     and keep the momentum buffers: the results are bitwise identical."""
     X, y = book_data
-    whole = LinearRegression(momentum=0.5, max_iter=3, tol=None, random_state=3).fit(X, y)
-    stepwise = LinearRegression(momentum=0.5, max_iter=1, tol=None, random_state=3).fit(X, y)
+    whole = SGD(momentum=0.5, max_iter=3, tol=None, random_state=3).fit(X, y)
+    stepwise = SGD(momentum=0.5, max_iter=1, tol=None, random_state=3).fit(X, y)
     stepwise.partial_fit(X, y).partial_fit(X, y)
     assert torch.equal(stepwise.weight_, whole.weight_) and torch.equal(stepwise.bias_, whole.bias_)
     assert stepwise.loss_curve_ == whole.loss_curve_ and stepwise.n_iter_ == 1
-    fresh = LinearRegression(random_state=3).partial_fit(X, y)
+    fresh = SGD(random_state=3).partial_fit(X, y)
     assert fresh.n_iter_ == 1 and len(fresh.loss_curve_) == 1
 
 
 def test_warm_start_continues_and_fit_restarts(book_data):
     X, y = book_data
-    cold = LinearRegression(max_iter=2, tol=None, random_state=4)
+    cold = SGD(max_iter=2, tol=None, random_state=4)
     first = cold.fit(X, y).weight_.clone()
     assert torch.equal(cold.fit(X, y).weight_, first) and len(cold.loss_curve_) == 2
-    warm = LinearRegression(max_iter=2, tol=None, random_state=4, warm_start=True).fit(X, y)
+    warm = SGD(max_iter=2, tol=None, random_state=4, warm_start=True).fit(X, y)
     warm.fit(X, y)
-    four = LinearRegression(max_iter=4, tol=None, random_state=4).fit(X, y)
+    four = SGD(max_iter=4, tol=None, random_state=4).fit(X, y)
     assert torch.equal(warm.weight_, four.weight_) and warm.loss_curve_ == four.loss_curve_[2:]
 
 
@@ -127,10 +130,10 @@ def test_random_state_none_draws_from_numpy_and_leaves_torch_alone(book_data):
     X, y = book_data
     torch_state = torch.get_rng_state()
     np.random.seed(5)
-    a = LinearRegression(max_iter=1, tol=None).fit(X, y).coef_
+    a = SGD(max_iter=1, tol=None).fit(X, y).coef_
     np.random.seed(5)
-    b = LinearRegression(max_iter=1, tol=None).fit(X, y).coef_
-    c = LinearRegression(max_iter=1, tol=None, random_state=np.random.RandomState(5)).fit(X, y).coef_
+    b = SGD(max_iter=1, tol=None).fit(X, y).coef_
+    c = SGD(max_iter=1, tol=None, random_state=np.random.RandomState(5)).fit(X, y).coef_
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
     assert torch.equal(torch.get_rng_state(), torch_state)
@@ -141,7 +144,7 @@ def test_random_state_none_draws_from_numpy_and_leaves_torch_alone(book_data):
 def test_numpy_output_follows_x_and_float64_trains_in_float64(dtype, order):
     X, y = regression_data()
     X = np.asarray(X, dtype=dtype, order=order)
-    model = LinearRegression(random_state=0).fit(X, y)
+    model = SGD(random_state=0).fit(X, y)
     assert model.weight_.dtype == (torch.float64 if dtype == np.float64 else torch.float32)
     predicted = model.predict(X)
     assert type(predicted) is np.ndarray and predicted.dtype == dtype and predicted.shape == (400,)
@@ -153,9 +156,9 @@ def test_numpy_output_follows_x_and_float64_trains_in_float64(dtype, order):
 
 def test_dtype_and_device_override_the_input(book_data):
     X, y = regression_data()
-    model = LinearRegression(dtype=torch.float32, device="cpu", random_state=0).fit(X, y)
+    model = SGD(dtype=torch.float32, device="cpu", random_state=0).fit(X, y)
     assert model.weight_.dtype == torch.float32 and model.predict(X).dtype == np.float64
-    tensor_model = LinearRegression(random_state=0).fit(*book_data)
+    tensor_model = SGD(random_state=0).fit(*book_data)
     prediction = tensor_model.predict(book_data[0].double())
     assert prediction.dtype == torch.float64
 
@@ -163,12 +166,12 @@ def test_dtype_and_device_override_the_input(book_data):
 def test_pandas_and_lists():
     X, y = regression_data(n=200, d=3)
     frame = pd.DataFrame(X, columns=["a", "b", "c"])
-    model = LinearRegression(random_state=0).fit(frame, pd.Series(y))
+    model = SGD(random_state=0).fit(frame, pd.Series(y))
     assert list(model.feature_names_in_) == ["a", "b", "c"] and model.n_features_in_ == 3
     assert model.predict(frame).dtype == np.float64 and model.score(frame, pd.Series(y)) > 0.99
     with pytest.warns(UserWarning, match="feature names"):
         model.predict(X)
-    listed = LinearRegression(random_state=0).fit(X.tolist(), y.tolist())
+    listed = SGD(random_state=0).fit(X.tolist(), y.tolist())
     assert not hasattr(listed, "feature_names_in_")
     np.testing.assert_allclose(listed.predict(X.tolist()), model.predict(frame))
 
@@ -182,11 +185,11 @@ def test_a_c_contiguous_array_of_the_training_dtype_is_not_copied(monkeypatch):
         return fused_linreg.linreg_epoch_(X_t, *args, **kwargs)
 
     monkeypatch.setattr(estimator_module, "linreg_epoch_", spy)
-    LinearRegression(max_iter=2, tol=None).fit(X, y)
+    SGD(max_iter=2, tol=None).fit(X, y)
     assert seen == [X.ctypes.data] * 2
     tensor = torch.from_numpy(X)
     seen.clear()
-    LinearRegression(max_iter=1, tol=None).fit(tensor, y)
+    SGD(max_iter=1, tol=None).fit(tensor, y)
     assert seen == [tensor.data_ptr()]
 
 
@@ -207,7 +210,7 @@ def test_nan_or_inf_in_x_or_y_raises_value_error(bad, where, kind, tmp_path):
         mapped = np.memmap(tmp_path / "X.dat", dtype=np.float64, mode="w+", shape=X.shape)
         mapped[:] = X
         X = mapped
-    model = LinearRegression()
+    model = SGD()
     with pytest.raises(ValueError, match=f"Input ({where}|X or y) contains (NaN|inf)"):
         model.fit(X, y)
     with pytest.raises(NotFittedError):
@@ -223,20 +226,20 @@ def test_nan_or_inf_in_x_or_y_raises_value_error(bad, where, kind, tmp_path):
 def test_sparse_input_raises_a_clear_error():
     X, y = regression_data(n=50)
     with pytest.raises(TypeError, match="[Ss]parse"):
-        LinearRegression().fit(scipy.sparse.csr_matrix(X), y)
+        SGD().fit(scipy.sparse.csr_matrix(X), y)
     with pytest.raises(TypeError, match="sparse X is not supported"):
-        LinearRegression().fit(torch.from_numpy(X).to_sparse(), y)
+        SGD().fit(torch.from_numpy(X).to_sparse(), y)
 
 
 def test_divergence_raises_and_leaves_the_estimator_unfitted():
     X, y = load_diabetes(return_X_y=True)
-    model = LinearRegression(lr=1.0)
+    model = SGD(lr=1.0)
     with pytest.raises(ValueError, match=r"diverged.*lr=1\.0.*StandardScaler.*lower lr"):
         model.fit(X * 100, y)
     assert not hasattr(model, "weight_")
     with pytest.raises(NotFittedError):
         model.predict(X)
-    fitted = LinearRegression(random_state=0).fit(*standardised_diabetes())
+    fitted = SGD(random_state=0).fit(*standardised_diabetes())
     coef = fitted.coef_
     with pytest.raises(ValueError, match="diverged"):
         fitted.set_params(lr=1.0).partial_fit(X * 1e100, y)  # overflows in the first step
@@ -246,19 +249,19 @@ def test_divergence_raises_and_leaves_the_estimator_unfitted():
 def test_max_iter_without_convergence_warns():
     X, y = standardised_diabetes()
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):
-        LinearRegression(max_iter=2).fit(X, y)
+        SGD(max_iter=2).fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model = LinearRegression(max_iter=2, tol=None).fit(X, y)
+        model = SGD(max_iter=2, tol=None).fit(X, y)
     assert model.n_iter_ == 2
 
 
 def test_clone_pipeline_cross_val_score_and_grid_search():
     X, y = load_diabetes(return_X_y=True)
-    model = LinearRegression(lr=0.02, random_state=0)
+    model = SGD(lr=0.02, random_state=0)
     copy = clone(model)
     assert copy.get_params() == model.get_params() and copy is not model
-    pipeline = make_pipeline(StandardScaler(), LinearRegression(random_state=0))
+    pipeline = make_pipeline(StandardScaler(), SGD(random_state=0))
     scores = cross_val_score(pipeline, X, y, cv=3)
     closed = cross_val_score(make_pipeline(StandardScaler(), ClosedForm()), X, y, cv=3)
     np.testing.assert_allclose(scores, closed, atol=0.03)
@@ -270,7 +273,7 @@ def test_clone_pipeline_cross_val_score_and_grid_search():
 
 def test_pickle_keeps_the_predictions_and_the_training_state(book_data):
     X, y = book_data
-    model = LinearRegression(momentum=0.9, random_state=0, max_iter=2, tol=None).fit(X, y)
+    model = SGD(momentum=0.9, random_state=0, max_iter=2, tol=None).fit(X, y)
     restored = pickle.loads(pickle.dumps(model))
     torch.testing.assert_close(restored.predict(X), model.predict(X), rtol=0, atol=0)
     restored.partial_fit(X, y)
@@ -323,7 +326,7 @@ def test_progress_bar(book_data, monkeypatch):
     auto.tqdm = FakeTqdm
     monkeypatch.setitem(sys.modules, "tqdm", package)
     monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
-    model = LinearRegression(max_iter=2, tol=None, progress=True).fit(X, y)
+    model = SGD(max_iter=2, tol=None, progress=True).fit(X, y)
     assert calls == [("total", 2), *[c for loss in model.loss_curve_ for c in (("update", 1), ("loss", f"{loss:.6g}"))],
                      ("close", None)]
 
@@ -332,12 +335,12 @@ def test_progress_without_tqdm_says_how_to_get_it(book_data, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     with pytest.raises(ImportError, match=r"pip install 'fused-linreg\[progress\]'"):
-        LinearRegression(progress=True).fit(*book_data)
+        SGD(progress=True).fit(*book_data)
 
 
 def test_wrong_number_of_features_or_rows_raises(book_data):
     X, y = book_data
-    model = LinearRegression(max_iter=1, tol=None).fit(X, y)
+    model = SGD(max_iter=1, tol=None).fit(X, y)
     with pytest.raises(ValueError, match="X has 3 features, but LinearRegression is expecting 2 features"):
         model.predict(torch.cat([X, X[:, :1]], dim=1))
     with pytest.raises(ValueError, match=r"y must have shape \(1000,\) or \(1000, n_outputs\) to match X"):
@@ -354,8 +357,8 @@ def write_memmap(path, X):
 def test_memmap_in_one_chunk_trains_exactly_as_in_memory(tmp_path):
     X, y = regression_data(k=2)
     mapped = write_memmap(tmp_path / "X.dat", X)
-    streamed = LinearRegression(momentum=0.5, random_state=0).fit(mapped, y)
-    in_memory = LinearRegression(momentum=0.5, random_state=0).fit(X, y)
+    streamed = SGD(momentum=0.5, random_state=0).fit(mapped, y)
+    in_memory = SGD(momentum=0.5, random_state=0).fit(X, y)
     assert torch.equal(streamed.weight_, in_memory.weight_) and streamed.loss_curve_ == in_memory.loss_curve_
     np.testing.assert_array_equal(streamed.predict(mapped), in_memory.predict(X))
 
@@ -364,7 +367,7 @@ def test_memmap_in_one_chunk_trains_exactly_as_in_memory(tmp_path):
 def test_memmap_in_many_chunks_matches_the_closed_form(dtype, tmp_path):
     X, y = regression_data(n=5000, d=8)
     mapped = write_memmap(tmp_path / "X.dat", X.astype(dtype))
-    model = LinearRegression(random_state=0, dtype=torch.float64, chunk_bytes=64 * 8 * 8)  # 64 rows a chunk
+    model = SGD(random_state=0, dtype=torch.float64, chunk_bytes=64 * 8 * 8)  # 64 rows a chunk
     model.fit(mapped, y)
     assert model.score(mapped, y) == pytest.approx(ClosedForm().fit(X, y).score(X, y), abs=1e-3)
     np.testing.assert_allclose(model.predict(mapped), model.predict(X.astype(dtype)), rtol=1e-12)
@@ -398,16 +401,18 @@ MEMORY_PROBE = textwrap.dedent("""
     y = np.random.default_rng(0).standard_normal(n)
     for dtype in (np.float64, np.float32):
         X = np.memmap(path + dtype.__name__, dtype=dtype, mode="r", shape=(n, d))
-        model = fused_linreg.LinearRegression(dtype=torch.float64, chunk_bytes=chunk, max_iter=2, tol=None)
-        model.fit(X[:1000], y[:1000])  # warm-up: libraries, allocator pools
-        print(dtype.__name__, peak_extra_mib(lambda: model.fit(X, y)))
+        for solver in ("sgd", "normal"):
+            model = fused_linreg.LinearRegression(solver=solver, dtype=torch.float64, chunk_bytes=chunk, max_iter=2,
+                                                  tol=None)
+            model.fit(X[:1000], y[:1000])  # warm-up: libraries, allocator pools
+            print(dtype.__name__ + "-" + solver, peak_extra_mib(lambda: model.fit(X, y)))
     X = np.memmap(path + "float64", dtype=np.float64, mode="r", shape=(n, d))
     print("copy", peak_extra_mib(lambda: np.array(X)))
 """)
 
 
 def test_memmap_fit_streams_in_bounded_memory(tmp_path):
-    """A 48 MiB file (float64; 24 MiB as float32) fitted in 2 MiB chunks: the extra anonymous
+    """A 48 MiB file (float64; 24 MiB as float32) fitted in 2 MiB chunks by either solver: the extra anonymous
     memory (not the file's page cache) stays within a few chunks, while a copy of the file
     (the control) shows up in full."""
     n, d, chunk = 200_000, 30, 2 * 2**20
@@ -428,8 +433,8 @@ def test_memmap_fit_streams_in_bounded_memory(tmp_path):
     print(peaks)
     file_mib = n * d * 8 / 2**20
     assert float(peaks["copy"]) > 0.9 * file_mib, "the probe sees a copy of the file"
-    for dtype in ("float64", "float32"):
-        assert float(peaks[dtype]) < 4 * chunk / 2**20 + 4, f"{dtype}: {peaks[dtype]} MiB extra for a {file_mib} MiB file"
+    for run in ("float64-sgd", "float32-sgd", "float64-normal", "float32-normal"):
+        assert float(peaks[run]) < 4 * chunk / 2**20 + 4, f"{run}: {peaks[run]} MiB extra for a {file_mib} MiB file"
 
 
 def test_import_and_use_without_scikit_learn():
@@ -460,12 +465,12 @@ def test_cuda_memmap_streams_through_pinned_buffers_like_the_cpu(tmp_path):
     X, y = regression_data(n=5000, d=8)
     mapped = write_memmap(tmp_path / "X.dat", X)
     params = dict(random_state=0, shuffle=False, max_iter=3, tol=None, chunk_bytes=64 * 8 * 8)
-    on_gpu = LinearRegression(device="cuda", **params).fit(mapped, y)
-    on_cpu = LinearRegression(**params).fit(mapped, y)
+    on_gpu = SGD(device="cuda", **params).fit(mapped, y)
+    on_cpu = SGD(**params).fit(mapped, y)
     assert on_gpu.weight_.device.type == "cuda"
     np.testing.assert_allclose(on_gpu.coef_, on_cpu.coef_, rtol=1e-10)
     np.testing.assert_allclose(on_gpu.loss_curve_, on_cpu.loss_curve_, rtol=1e-10)
-    shuffled = LinearRegression(device="cuda", random_state=0, chunk_bytes=64 * 8 * 8).fit(mapped, y)
+    shuffled = SGD(device="cuda", random_state=0, chunk_bytes=64 * 8 * 8).fit(mapped, y)
     assert shuffled.score(mapped, y) == pytest.approx(ClosedForm().fit(X, y).score(X, y), abs=1e-3)
     assert isinstance(shuffled.predict(mapped), np.ndarray)
     assert shuffled.predict(torch.from_numpy(X).cuda()).device.type == "cuda"
@@ -479,7 +484,7 @@ def test_bench_fit_rows_agree_with_sgd_regressor_on_r2():
     from fused_linreg.bench.suites import estimator_data
 
     X, y = estimator_data(20_000, 50)
-    ours = LinearRegression(max_iter=3, tol=None, random_state=0).fit(X, y).score(X, y)
+    ours = SGD(max_iter=3, tol=None, random_state=0).fit(X, y).score(X, y)
     sgd = SGDRegressor(max_iter=3, tol=None, random_state=0).fit(X, y).score(X, y)
     assert ours == pytest.approx(sgd, abs=1e-3)
     assert ours == pytest.approx(ClosedForm().fit(X, y).score(X, y), abs=1e-3)
@@ -488,7 +493,7 @@ def test_bench_fit_rows_agree_with_sgd_regressor_on_r2():
 def test_score_with_another_number_of_outputs_raises_like_scikit_learn():
     """r2_score refuses y_true and y_pred with different output counts; so does score."""
     X, y = make_regression(n_samples=200, n_features=4, n_targets=2, random_state=0)
-    model = LinearRegression(max_iter=5).fit(X, y)
+    model = SGD(max_iter=5).fit(X, y)
     with pytest.raises(ValueError, match=r"different number of output \(1!=2\)"):
         model.score(X, y[:, 0])
     with pytest.raises(ValueError, match=r"different number of output \(3!=2\)"):

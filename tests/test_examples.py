@@ -27,7 +27,7 @@ def learned_errors(output: str) -> list[float]:
 def test_book_linear_regression():
     output = run_example("book_linear_regression.py")
     errors = learned_errors(output)
-    assert len(errors) == 6, output  # w (2) and b, for the epoch op and for the estimator
+    assert len(errors) == 9, output  # w (2) and b: the epoch op, the estimator's SGD and its exact solver
     assert max(errors) < 0.1, output
 
 

@@ -154,3 +154,11 @@ def _linreg_epoch_fake(
     torch._check(indices.dim() == 1, lambda: "fused_linreg.linreg_epoch_: indices must be 1-D")
     # One loss per minibatch; the last one may be short.
     return X.new_empty(((indices.shape[0] + batch_size - 1) // batch_size,))
+
+
+@torch.library.register_fake("fused_linreg::linreg_gram")
+def _linreg_gram_fake(X: Tensor, y: Tensor, sample_weight: Tensor | None, x_shift: Tensor, y_shift: Tensor) -> Tensor:
+    torch._check(X.dim() == 2, lambda: f"fused_linreg.linreg_gram: X must be 2-D (n, d), got {X.dim()}-D")
+    torch._check(y.dim() in (1, 2), lambda: f"fused_linreg.linreg_gram: y must be 1-D or 2-D, got {y.dim()}-D")
+    size = X.shape[1] + (1 if y.dim() == 1 else y.shape[1]) + 1
+    return X.new_empty((size, size), dtype=torch.float64)

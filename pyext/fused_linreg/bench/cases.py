@@ -107,7 +107,7 @@ class Sizes:
     loss: tuple[int, ...]
     sgd: tuple[tuple[int, int], ...]
     book: tuple[int, int]
-    estimator: tuple[int, int]
+    estimator: tuple[tuple[int, int, str], ...]  # (rows, features, numpy dtype name)
     train: tuple[int, int, int]
     step: tuple[tuple[int, int, int], ...]
 
@@ -121,7 +121,7 @@ _CPU_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 24),
     sgd=((200, 1000), (8, 1 << 20)),
     book=(1000, 10),
-    estimator=(200_000, 50),
+    estimator=((200_000, 50, "float64"), (2_000_000, 20, "float32")),
     train=(256, 64, 1),
     # 256 MiB of float32; k = 4 and 16 outputs: at 16 the step is compute-bound here (4·n·d·k flops).
     step=((1 << 20, 64, 1), (1 << 20, 64, 4), (1 << 20, 64, 16)),
@@ -136,7 +136,7 @@ _CUDA_SIZES = Sizes(
     loss=(1 << 10, 1 << 20, 1 << 26),
     sgd=((200, 1000), (8, 1 << 22)),
     book=(1000, 10),
-    estimator=(200_000, 50),
+    estimator=((200_000, 50, "float64"), (2_000_000, 20, "float32")),
     train=(256, 64, 1),
     step=((1 << 22, 64, 1), (1 << 22, 64, 4)),  # 1 GiB of float32; k = 4 is the widest narrow-tile kernel
 )
@@ -149,7 +149,7 @@ _QUICK_SIZES = Sizes(
     loss=(1 << 10, 1 << 14),
     sgd=((20, 100), (2, 1 << 14)),
     book=(200, 10),
-    estimator=(2000, 50),
+    estimator=((2000, 50, "float64"), (20_000, 20, "float32")),
     train=(64, 16, 1),
     step=((1 << 14, 64, 1), (1 << 12, 16, 4)),
 )

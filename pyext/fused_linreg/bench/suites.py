@@ -450,59 +450,81 @@ def _book_benches(ctx: Context) -> list[Bench]:
 
 _FIT_EPOCHS = 3
 _FIT_PAUSE_S = 0.3
-_OURS_FIT = f"LinearRegression.fit ({_FIT_EPOCHS} epochs)"
+_OURS_FIT = "LinearRegression().fit (defaults: normal equations)"
+_OURS_SGD_FIT = f"LinearRegression(solver='sgd').fit ({_FIT_EPOCHS} epochs)"
 _SGD_FIT = f"sklearn SGDRegressor.fit ({_FIT_EPOCHS} epochs)"
-_CLOSED_FORM = "sklearn LinearRegression (closed form)"
+_CLOSED_FORM = "sklearn LinearRegression"
+_SKLEARNEX = "sklearnex LinearRegression"
 
 
-def estimator_data(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Standard-normal float64 numpy features and ``y = X @ w + 1 + noise`` (noise of std 1, so R² < 1)."""
+def estimator_data(n: int, d: int, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+    """Standard-normal numpy features and ``y = X @ w + 1 + noise`` (noise of std 1, so R² < 1)."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, d))
-    return X, X @ rng.standard_normal(d) + 1.0 + rng.standard_normal(n)
+    y = X @ rng.standard_normal(d) + 1.0 + rng.standard_normal(n)
+    return X.astype(dtype), y.astype(dtype)
 
 
-def _estimator_fit_models(ctx: Context) -> dict[str, Any]:
-    """The three estimators of the estimator-fit rows, by row name."""
+def _estimator_fit_models(ctx: Context, dtype: str) -> dict[str, Any]:
+    """The estimators of an estimator-fit bench, by row name: SGD rows only on float64 data
+    (SGDRegressor takes nothing else), scikit-learn-intelex's where it is installed."""
     from sklearn.linear_model import LinearRegression as ClosedForm
     from sklearn.linear_model import SGDRegressor
 
-    return {_OURS_FIT: fused_linreg.LinearRegression(max_iter=_FIT_EPOCHS, tol=None, random_state=0,
-                                                     device=ctx.device),
-            _SGD_FIT: SGDRegressor(max_iter=_FIT_EPOCHS, tol=None, random_state=0), _CLOSED_FORM: ClosedForm()}
+    models: dict[str, Any] = {_OURS_FIT: fused_linreg.LinearRegression(device=ctx.device), _CLOSED_FORM: ClosedForm()}
+    if dtype == "float64":
+        models[_OURS_SGD_FIT] = fused_linreg.LinearRegression(solver="sgd", max_iter=_FIT_EPOCHS, tol=None,
+                                                              random_state=0, device=ctx.device)
+        models[_SGD_FIT] = SGDRegressor(max_iter=_FIT_EPOCHS, tol=None, random_state=0)
+    if importlib.util.find_spec("sklearnex") is not None:
+        from sklearnex.linear_model import LinearRegression as IntelexLinearRegression
+
+        models[_SKLEARNEX] = IntelexLinearRegression()
+    return models
 
 
-def _estimator_fit_setup(ctx: Context, n: int, d: int) -> Callable[[], Mapping[str, Fn]]:
+def _estimator_fit_setup(ctx: Context, n: int, d: int, dtype: str) -> Callable[[], Mapping[str, Fn]]:
     def setup() -> Mapping[str, Fn]:
-        X, y = estimator_data(n, d)
-        return {name: (lambda model=model: model.fit(X, y)) for name, model in _estimator_fit_models(ctx).items()}
+        X, y = estimator_data(n, d, dtype)
+        return {name: (lambda model=model: model.fit(X, y))
+                for name, model in _estimator_fit_models(ctx, dtype).items()}
 
     return setup
 
 
-def _estimator_fit_r2(ctx: Context, n: int, d: int) -> str:
-    """The training R² of the three, for the remark (each fitted once, as timed)."""
-    X, y = estimator_data(n, d)
-    ours, sgd, closed = (_estimator_fit_models(ctx)[name].fit(X, y).score(X, y)
-                         for name in (_OURS_FIT, _SGD_FIT, _CLOSED_FORM))
-    return f"training R²: ours {ours:.5f}, SGDRegressor {sgd:.5f}, closed form {closed:.5f}"
+def _estimator_fit_r2(ctx: Context, n: int, d: int, dtype: str) -> str:
+    """The training R² of each, for the remark (each fitted once, as timed)."""
+    X, y = estimator_data(n, d, dtype)
+    scores = ", ".join(f"{name} {model.fit(X, y).score(X, y):.7f}"
+                       for name, model in _estimator_fit_models(ctx, dtype).items())
+    return f"training R²: {scores}"
 
 
 def _estimator_benches(ctx: Context) -> list[Bench]:
-    """``fit`` on float64 numpy, as a scikit-learn user calls it (needs scikit-learn)."""
+    """``fit`` on numpy, as a scikit-learn user calls it (needs scikit-learn; scikit-learn-intelex,
+    in the bench extra, adds its row)."""
     if importlib.util.find_spec("sklearn") is None:
         return []
-    n, d = ctx.sizes.estimator
-    impls = (Impl(_SGD_FIT), Impl(_CLOSED_FORM), Impl(_OURS_FIT, ours=True))
-    remark = (f"estimator fit: {n}x{d} float64 numpy (whatever --dtype says), {_FIT_EPOCHS} epochs each: our "
-              f"LinearRegression(max_iter={_FIT_EPOCHS}, tol=None) (float64, batch 32, lr 0.01) against "
-              f"SGDRegressor(max_iter={_FIT_EPOCHS}, tol=None) (per-example updates) and sklearn's closed-form "
-              f"LinearRegression; {_estimator_fit_r2(ctx, n, d)}. Each timed block follows a "
-              f"{_FIT_PAUSE_S} s pause: the closed form's OpenBLAS threads spin for a while after it returns, and "
-              "took both cores from whatever ran next (our fit measured 40 ms alone, 107 ms right after it).")
-    return [Bench("book", "estimator fit", f"{n}x{d} float64", impls, _estimator_fit_setup(ctx, n, d), n * d * 8,
-                  None, ((_SGD_FIT, _OURS_FIT), (_CLOSED_FORM, _OURS_FIT)), rotate=False, remark=remark,
-                  pause_s=_FIT_PAUSE_S)]
+    benches = []
+    for n, d, dtype in ctx.sizes.estimator:
+        names = list(_estimator_fit_models(ctx, dtype))
+        impls = tuple(Impl(name, ours=name in (_OURS_FIT, _OURS_SGD_FIT)) for name in names)
+        pairs = [(base, _OURS_FIT) for base in (_SKLEARNEX, _CLOSED_FORM) if base in names]
+        if _SGD_FIT in names:
+            pairs.append((_SGD_FIT, _OURS_SGD_FIT))
+        remark = (f"estimator fit: {n}x{d} {dtype} numpy (whatever --dtype says): our defaults solve the normal "
+                  "equations (one pass over X, float64 sums, Cholesky), as exact as scikit-learn's and "
+                  "scikit-learn-intelex's LinearRegression"
+                  + (f"; our SGD solver and SGDRegressor run {_FIT_EPOCHS} epochs each (max_iter={_FIT_EPOCHS}, "
+                     "tol=None; batch 32 against per-example updates)" if dtype == "float64" else "")
+                  + f"; {_estimator_fit_r2(ctx, n, d, dtype)}. Each timed block follows a {_FIT_PAUSE_S} s pause: "
+                  "a BLAS's threads spin for a while after a call returns and would take the cores from whatever "
+                  "ran next, making it look slower than it is.")
+        itemsize = np.dtype(dtype).itemsize
+        benches.append(Bench("book", "estimator fit", f"{n}x{d} {dtype}", impls,
+                             _estimator_fit_setup(ctx, n, d, dtype), n * d * itemsize, None, tuple(pairs),
+                             rotate=False, remark=remark, pause_s=_FIT_PAUSE_S))
+    return benches
 
 
 # ---------------------------------------------------------------------------
