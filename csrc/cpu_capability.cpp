@@ -57,14 +57,14 @@ struct CpuKernelTable {
   decltype(&DEFAULT::CpuKernels::sgd) sgd;
   decltype(&DEFAULT::CpuKernels::linreg_grad) linreg_grad;
   decltype(&DEFAULT::CpuKernels::linreg_steps) linreg_steps;
-  decltype(&DEFAULT::CpuKernels::augmented_rows) augmented_rows;
+  decltype(&DEFAULT::CpuKernels::gram_rows) gram_rows;
 };
 
 template <typename Kernels>
 CpuKernelTable table_of() {
   return {&Kernels::linear_forward, &Kernels::linear_backward_input, &Kernels::linear_backward_params,
           &Kernels::squared_difference, &Kernels::squared_difference_backward, &Kernels::sgd,
-          &Kernels::linreg_grad, &Kernels::linreg_steps, &Kernels::augmented_rows};
+          &Kernels::linreg_grad, &Kernels::linreg_steps, &Kernels::gram_rows};
 }
 
 const CpuKernelTable& kernels() {
@@ -143,11 +143,11 @@ void DeviceKernels<c10::kCPU>::linreg_steps(const LinregTensors& t, const at::Te
   kernels().linreg_steps(t, rows, batch_size, args, losses);
 }
 
-void DeviceKernels<c10::kCPU>::augmented_rows(const at::Tensor& X, const at::Tensor& y2d,
+void DeviceKernels<c10::kCPU>::gram_rows(const at::Tensor& X, const at::Tensor& y2d,
                                               const std::optional<at::Tensor>& sample_weight,
                                               const at::Tensor& x_shift, const at::Tensor& y_shift,
-                                              const at::Tensor& rows) {
-  kernels().augmented_rows(X, y2d, sample_weight, x_shift, y_shift, rows);
+                                              const at::Tensor& gram) {
+  kernels().gram_rows(X, y2d, sample_weight, x_shift, y_shift, gram);
 }
 
 }  // namespace fused_linreg

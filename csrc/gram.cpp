@@ -7,10 +7,11 @@
 // ranks of torch.distributed). The shifts (any point near the data's mean) keep
 // the centred sums from cancelling.
 //
-// The kernels write blocks of augmented rows, converted to float64 and shifted
-// in one read of X; each block's Gram matrix is one BLAS call (MKL, cuBLAS).
-// The CPU sums over a fixed partition of the rows, partial sums added in
-// order: the result does not depend on the thread count.
+// One read of X: the kernels convert rows to float64 and shift them in blocks
+// that stay in cache, and sum the blocks' products (cpu/gram.cpp: register
+// tiles of the upper triangle; cuda/gram.cu: cuBLAS). The CPU sums over a fixed
+// partition of the rows, partial sums added in order: the result does not
+// depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
@@ -54,34 +55,8 @@ void check_gram_args(const at::Tensor& X, const at::Tensor& y, const std::option
               "fused_linreg.linreg_gram: sample_weight must have shape (", X.size(0), ",), got ", sample_weight->sizes());
 }
 
-// Rows per block of augmented rows: about 256 KiB of them, so that a block is
-// still in cache when the BLAS reads it (on CUDA: 64 MiB, a few large GEMMs).
-int64_t block_rows(int64_t m, c10::DeviceType device) {
-  const int64_t bytes = device == c10::kCPU ? int64_t{256} << 10 : int64_t{64} << 20;
-  return std::clamp<int64_t>(bytes / (m * static_cast<int64_t>(sizeof(double))), 64, int64_t{1} << 20);
-}
-
-// Adds the Gram matrix of rows [first, last) to gram (m, m).
-template <c10::DeviceType kDevice>
-void accumulate_rows(const at::Tensor& X, const at::Tensor& y2d, const std::optional<at::Tensor>& weight,
-                     const at::Tensor& x_shift, const at::Tensor& y_shift, int64_t first, int64_t last,
-                     at::Tensor& gram) {
-  const int64_t m = gram.size(0);
-  const int64_t block = std::min(block_rows(m, kDevice), last - first);
-  const at::Tensor rows = at::empty({block, m}, X.options().dtype(at::kDouble));
-  for (int64_t start = first; start < last; start += block) {
-    const int64_t stop = std::min(start + block, last);
-    const at::Tensor part = rows.narrow(0, 0, stop - start);
-    const std::optional<at::Tensor> weight_part =
-        weight ? std::optional<at::Tensor>(weight->slice(0, start, stop)) : std::nullopt;
-    DeviceKernels<kDevice>::augmented_rows(X.slice(0, start, stop), y2d.slice(0, start, stop), weight_part, x_shift,
-                                           y_shift, part);
-    gram.addmm_(part.t(), part);
-  }
-}
-
 // The CPU's fixed partition: chunks of about kChunkRows rows, each summed by one
-// thread (inside a parallel region, where the BLAS stays on its calling thread).
+// thread, the partial sums added in chunk order.
 at::Tensor cpu_gram(const at::Tensor& X, const at::Tensor& y2d, const std::optional<at::Tensor>& weight,
                     const at::Tensor& x_shift, const at::Tensor& y_shift, int64_t m) {
   constexpr int64_t kChunkRows = 16384;
@@ -91,12 +66,14 @@ at::Tensor cpu_gram(const at::Tensor& X, const at::Tensor& y2d, const std::optio
   const int64_t partial_bytes = m * m * static_cast<int64_t>(sizeof(double));
   const int64_t chunks = std::max<int64_t>(
       1, std::min({(n + kChunkRows - 1) / kChunkRows, kMaxChunks, kMaxPartialBytes / partial_bytes}));
-  at::Tensor partials = at::zeros({chunks, m, m}, X.options().dtype(at::kDouble));
+  const at::Tensor partials = at::zeros({chunks, m, m}, X.options().dtype(at::kDouble));
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      at::Tensor partial = partials[chunk];
-      accumulate_rows<c10::kCPU>(X, y2d, weight, x_shift, y_shift, n * chunk / chunks, n * (chunk + 1) / chunks,
-                                 partial);
+      const int64_t first = n * chunk / chunks, last = n * (chunk + 1) / chunks;
+      const std::optional<at::Tensor> weight_part =
+          weight ? std::optional<at::Tensor>(weight->slice(0, first, last)) : std::nullopt;
+      DeviceKernels<c10::kCPU>::gram_rows(X.slice(0, first, last), y2d.slice(0, first, last), weight_part, x_shift,
+                                          y_shift, partials[chunk]);
     }
   });
   at::Tensor gram = partials[0];
@@ -123,8 +100,8 @@ at::Tensor linreg_gram(const at::Tensor& X, const at::Tensor& y, const std::opti
   if constexpr (kDevice == c10::kCPU) {
     return cpu_gram(X_c, y2d, weight, x_shift_c, y_shift_c, m);
   } else {
-    at::Tensor gram = at::zeros({m, m}, X.options().dtype(at::kDouble));
-    accumulate_rows<kDevice>(X_c, y2d, weight, x_shift_c, y_shift_c, 0, n, gram);
+    const at::Tensor gram = at::zeros({m, m}, X.options().dtype(at::kDouble));
+    DeviceKernels<kDevice>::gram_rows(X_c, y2d, weight, x_shift_c, y_shift_c, gram);
     return gram;
   }
 }

@@ -22,9 +22,10 @@
 //   `rows` (row numbers in range; undefined: one step over all rows of t.X),
 //   updating t's parameters and buffers in place; each step's loss goes to
 //   losses[step].
-// augmented_rows: linreg_gram's rows, sqrt(w_i) * [x_i - x_shift, y_i - y_shift, 1]
-//   as float64 (rows: (n, d + k + 1)) for X (n, d), y2d (n, k) of X's dtype and
-//   float64 sample_weight (n; nullopt: every weight 1), x_shift (d), y_shift (k).
+// gram_rows: adds linreg_gram's sums over the rows of X (n, d) and y2d (n, k), of
+//   X's dtype, to gram ((d + k + 1)^2 float64): sum_i w_i a_i a_i^T with
+//   a_i = [x_i - x_shift, y_i - y_shift, 1], the float64 sample_weight (n;
+//   nullopt: every weight 1), x_shift (d) and y_shift (k); n >= 1.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -88,8 +89,8 @@ struct DeviceKernels;
                           const at::Tensor& grad_bias);                                                             \
   static void linreg_steps(const LinregTensors& t, const at::Tensor& rows, int64_t batch_size, const StepArgs& args, \
                            const at::Tensor& losses);                                                      \
-  static void augmented_rows(const at::Tensor& X, const at::Tensor& y2d, const std::optional<at::Tensor>& sample_weight, \
-                             const at::Tensor& x_shift, const at::Tensor& y_shift, const at::Tensor& rows);
+  static void gram_rows(const at::Tensor& X, const at::Tensor& y2d, const std::optional<at::Tensor>& sample_weight,     \
+                        const at::Tensor& x_shift, const at::Tensor& y_shift, const at::Tensor& gram);
 
 template <>
 struct DeviceKernels<c10::kCPU> {

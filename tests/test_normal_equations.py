@@ -57,8 +57,10 @@ def test_gram_matches_the_float64_reference(dtype, n, d, k, weighted):
     X, y, w, xs, ys = random_problem(n, d, k, dtype, weighted=weighted)
     got = gram_op(X, y, w, xs, ys)
     assert got.dtype == torch.float64 and got.shape == (d + k + 1, d + k + 1)
-    want = reference_gram(X, y, w, xs, ys)  # of the same (rounded) inputs: only the summation differs
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-9 * want.abs().max().item())
+    want = reference_gram(X, y, w, xs, ys)  # of the same (rounded) inputs
+    # float64 input: only the order of the sums differs; narrower input: float32 products too.
+    rtol = 1e-12 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * want.abs().max().item())
 
 
 def test_gram_of_a_1d_y_and_of_no_rows():
@@ -265,7 +267,8 @@ def test_memmap_in_many_chunks_is_the_in_memory_answer(dtype, tmp_path):
     w = np.random.default_rng(3).uniform(0, 2, size=5000)
     streamed = LinearRegression(chunk_bytes=64 * 9 * X.itemsize).fit(mapped, y, sample_weight=w)
     in_memory = LinearRegression().fit(X, y, sample_weight=w)
-    np.testing.assert_allclose(streamed.coef_, in_memory.coef_, rtol=1e-9, atol=1e-9)
+    rtol = 1e-9 if dtype == np.float64 else 1e-5  # float32 products, summed over other blocks
+    np.testing.assert_allclose(streamed.coef_, in_memory.coef_, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(streamed.coef_, ClosedForm().fit(X.astype(np.float64), y, sample_weight=w).coef_,
                                rtol=1e-6 if dtype == np.float32 else 1e-9)
 

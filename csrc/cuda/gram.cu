@@ -1,11 +1,14 @@
-// The CUDA kernel of linreg_gram (front: gram.cpp): a block of rows written as
+// The CUDA kernel of linreg_gram (front: gram.cpp): blocks of rows written as
 // the augmented float64 rows sqrt(w_i) * [x_i - x_shift, y_i - y_shift, 1], one
-// thread per output element (consecutive threads read consecutive elements of
-// a row); the front adds their Gram matrix with cuBLAS.
+// thread per element (consecutive threads read consecutive elements of a row),
+// each block's Gram matrix added by cuBLAS (DGEMM: deterministic, and at the
+// GPU's float64 rate).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
 
 #include "kernel_utils.cuh"
 #include "kernels.h"
@@ -37,12 +40,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-}  // namespace
-
-void DeviceKernels<c10::kCUDA>::augmented_rows(const at::Tensor& X, const at::Tensor& y2d,
-                                               const std::optional<at::Tensor>& sample_weight,
-                                               const at::Tensor& x_shift, const at::Tensor& y_shift,
-                                               const at::Tensor& rows) {
+void write_rows(const at::Tensor& X, const at::Tensor& y2d, const std::optional<at::Tensor>& sample_weight,
+                const at::Tensor& x_shift, const at::Tensor& y_shift, const at::Tensor& rows) {
   const int64_t n = X.size(0), d = X.size(1), k = y2d.size(1);
   const int64_t blocks = std::min(cuda::ceil_div(n * (d + k + 1), kThreads), cuda::kMaxGridBlocks);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -53,6 +52,25 @@ void DeviceKernels<c10::kCUDA>::augmented_rows(const at::Tensor& X, const at::Te
         y_shift.const_data_ptr<double>(), n, d, k, rows.mutable_data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+}  // namespace
+
+void DeviceKernels<c10::kCUDA>::gram_rows(const at::Tensor& X, const at::Tensor& y2d,
+                                          const std::optional<at::Tensor>& sample_weight, const at::Tensor& x_shift,
+                                          const at::Tensor& y_shift, const at::Tensor& gram) {
+  constexpr int64_t kBlockBytes = int64_t{64} << 20;  // a few large GEMMs, a bounded buffer
+  const int64_t n = X.size(0), m = gram.size(0);
+  const int64_t block = std::clamp<int64_t>(kBlockBytes / (m * static_cast<int64_t>(sizeof(double))), 1, n);
+  const at::Tensor rows = at::empty({block, m}, X.options().dtype(at::kDouble));
+  for (int64_t start = 0; start < n; start += block) {
+    const int64_t stop = std::min(start + block, n);
+    const at::Tensor part = rows.narrow(0, 0, stop - start);
+    const std::optional<at::Tensor> weight_part =
+        sample_weight ? std::optional<at::Tensor>(sample_weight->slice(0, start, stop)) : std::nullopt;
+    write_rows(X.slice(0, start, stop), y2d.slice(0, start, stop), weight_part, x_shift, y_shift, part);
+    gram.addmm_(part.t(), part);
+  }
 }
 
 }  // namespace fused_linreg
