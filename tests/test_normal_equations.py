@@ -333,3 +333,58 @@ def test_distributed_fit_all_reduces_to_the_one_process_answer(tmp_path):
     expected = np.concatenate([one.coef_.ravel(), one.intercept_])
     for rank in (0, 1):
         np.testing.assert_allclose(np.load(path + f".rank{rank}.npy"), expected, rtol=1e-10, atol=1e-10)
+
+
+GIGABYTE_FIT = textwrap.dedent("""
+    import sys, threading, time
+    import numpy as np
+    import torch
+    import fused_linreg
+
+    def anon_kib():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+
+    path, n, d, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    X = np.memmap(path, dtype=np.float64, mode="r", shape=(n, d))
+    y = np.load(path + ".y.npy")
+    model = fused_linreg.LinearRegression(chunk_bytes=chunk)
+    model.fit(X[:1000], y[:1000])  # warm-up: libraries, allocator pools
+    baseline, peak, done = anon_kib(), [0], threading.Event()
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], anon_kib())
+            time.sleep(0.002)
+    thread = threading.Thread(target=watch)
+    thread.start()
+    model.fit(X, y)
+    done.set()
+    thread.join()
+    print((max(peak[0], anon_kib()) - baseline) / 1024)
+    print(" ".join(repr(float(v)) for v in [*model.coef_, *model.intercept_]))
+""")
+
+
+def test_a_gigabyte_memory_map_fits_exactly_in_one_pass_in_bounded_memory(tmp_path):
+    """1 GiB of float64 rows, y an exact linear function of them: one streamed pass of the normal
+    equations recovers the coefficients to rounding, with extra memory of a few chunks."""
+    n, d, chunk = 2**21, 64, 16 * 2**20
+    rng = np.random.default_rng(7)
+    coef = rng.standard_normal(d)
+    path = str(tmp_path / "X.f64")
+    X = np.memmap(path, dtype=np.float64, mode="w+", shape=(n, d))
+    y = np.empty(n)
+    for start in range(0, n, 2**17):
+        rows = rng.standard_normal((2**17, d)) + 3.0
+        X[start : start + 2**17] = rows
+        y[start : start + 2**17] = rows @ coef - 0.5
+    X.flush()
+    del X
+    np.save(path + ".y.npy", y)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    out = subprocess.run([sys.executable, "-c", GIGABYTE_FIT, path, str(n), str(d), str(chunk)],
+                         capture_output=True, text=True, timeout=600, check=True, env=env).stdout.split("\n")
+    extra_mib, learned = float(out[0]), np.array([float(v) for v in out[1].split()])
+    print(f"{extra_mib:.1f} MiB extra, largest coefficient error {np.abs(learned - [*coef, -0.5]).max():.2e}")
+    np.testing.assert_allclose(learned, [*coef, -0.5], rtol=0, atol=1e-9)
+    assert extra_mib < 4 * chunk / 2**20 + 8, f"{extra_mib} MiB extra for a 1024 MiB file"

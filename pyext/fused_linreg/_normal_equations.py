@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -126,12 +127,20 @@ def solve(sums: GramSums, weight_decay: float) -> tuple[Tensor, Tensor, float]:
 
 def _solve_symmetric(A: Tensor, B: Tensor) -> Tensor:
     """``A^-1 B`` for a symmetric positive semi-definite ``A``: by Cholesky when no column is
-    (nearly) a combination of the others, else the minimum-norm least-squares solution."""
-    if A.numel() == 0:
+    (nearly) a combination of the others, else the minimum-norm least-squares solution.
+
+    Solved on the CPU by numpy's LAPACK, whatever the device: the system is small (d x d), and
+    torch's CPU LAPACK calls open a parallel region each (0.1 ms, and milliseconds on a busy
+    machine), more than the whole pass over X takes for small data."""
+    A_np, B_np = A.cpu().numpy(), B.cpu().numpy()
+    if A_np.size == 0:
         return B.new_zeros(B.shape)
-    L, info = torch.linalg.cholesky_ex(A)
-    diag = torch.diagonal(A)
-    if int(info) == 0 and bool((torch.diagonal(L).square() > _COLLINEAR * diag).all()):
-        return torch.cholesky_solve(B, L)
-    rtol = _RANK_RTOL_PER_FEATURE * A.shape[0]
-    return torch.linalg.pinv(A, rtol=rtol, hermitian=True) @ B
+    try:
+        L = np.linalg.cholesky(A_np)
+    except np.linalg.LinAlgError:
+        L = None
+    if L is not None and bool((np.diagonal(L) ** 2 > _COLLINEAR * np.diagonal(A_np)).all()):
+        solution = np.linalg.solve(L.T, np.linalg.solve(L, B_np))
+    else:
+        solution = np.linalg.pinv(A_np, rcond=_RANK_RTOL_PER_FEATURE * A_np.shape[0], hermitian=True) @ B_np
+    return torch.from_numpy(solution).to(B.device)

@@ -385,8 +385,8 @@ def _sklearn_epoch(features: Tensor, labels: Tensor) -> Fn:
 
 
 def _estimator_epoch(ctx: Context, features: Tensor, labels: Tensor, batch: int) -> Fn:
-    est = fused_linreg.LinearRegression(lr=BOOK_LR, batch_size=batch, device=ctx.device, dtype=ctx.dtype,
-                                        random_state=0)
+    est = fused_linreg.LinearRegression(solver="sgd", lr=BOOK_LR, batch_size=batch, device=ctx.device,
+                                        dtype=ctx.dtype, random_state=0)
     X, y = features.double().cpu().numpy(), labels.double().cpu().numpy().ravel()  # as sklearn gets them
     return lambda: est.partial_fit(X, y)
 
