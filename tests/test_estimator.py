@@ -4,7 +4,6 @@ Pipeline, cross_val_score, GridSearchCV, pickling, input and output types, the s
 divergence, streaming a memory map in bounded memory, and import without scikit-learn."""
 
 import functools
-import os
 import pickle
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from sklearn.utils.estimator_checks import check_estimator
 import fused_linreg
 from fused_linreg import estimator as estimator_module
 from fused_linreg.d2l import synthetic_data
+
+from memory_probe import run_probe
 
 LinearRegression = fused_linreg.LinearRegression
 # The tests of the SGD solver's behaviour (the defaults pick the normal equations at these sizes).
@@ -374,27 +375,9 @@ def test_memmap_in_many_chunks_matches_the_closed_form(dtype, tmp_path):
 
 
 MEMORY_PROBE = textwrap.dedent("""
-    import sys, threading, time
+    import sys
     import numpy as np, torch, fused_linreg
-
-    def anon_kib():
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("RssAnon"))
-
-    def peak_extra_mib(work):
-        baseline, peak, done = anon_kib(), [0], threading.Event()
-        def sample():
-            while not done.is_set():
-                peak[0] = max(peak[0], anon_kib())
-                time.sleep(0.0005)
-        thread = threading.Thread(target=sample)
-        thread.start()
-        try:
-            work()
-        finally:
-            done.set()
-            thread.join()
-        return (max(peak[0], anon_kib()) - baseline) / 1024
+    from memory_probe import peak_extra_mib
 
     path, n, d, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(1)
@@ -423,12 +406,7 @@ def test_memmap_fit_streams_in_bounded_memory(tmp_path):
             mapped[start : start + 20_000] = rng.standard_normal((20_000, d))
         mapped.flush()
         del mapped
-    # glibc raises its mmap threshold after a large block is freed and then keeps freed blocks
-    # in its heap, so RssAnon would count what the allocator retains (2.3 to 12.6 MiB from run
-    # to run) rather than what the fit holds; fixed thresholds give freed memory back at once.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "X."), str(n), str(d), str(chunk)],
-                         capture_output=True, text=True, timeout=300, check=True, env=env).stdout
+    out = run_probe(MEMORY_PROBE, str(tmp_path / "X."), str(n), str(d), str(chunk))
     peaks = dict(line.split() for line in out.splitlines())
     print(peaks)
     file_mib = n * d * 8 / 2**20

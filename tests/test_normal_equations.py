@@ -20,6 +20,8 @@ from sklearn.preprocessing import StandardScaler
 import fused_linreg
 from fused_linreg import estimator as estimator_module
 
+from memory_probe import run_probe
+
 LinearRegression = fused_linreg.LinearRegression
 gram_op = torch.ops.fused_linreg.linreg_gram
 
@@ -336,31 +338,17 @@ def test_distributed_fit_all_reduces_to_the_one_process_answer(tmp_path):
 
 
 GIGABYTE_FIT = textwrap.dedent("""
-    import sys, threading, time
+    import sys
     import numpy as np
-    import torch
     import fused_linreg
-
-    def anon_kib():
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+    from memory_probe import peak_extra_mib
 
     path, n, d, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     X = np.memmap(path, dtype=np.float64, mode="r", shape=(n, d))
     y = np.load(path + ".y.npy")
     model = fused_linreg.LinearRegression(chunk_bytes=chunk)
     model.fit(X[:1000], y[:1000])  # warm-up: libraries, allocator pools
-    baseline, peak, done = anon_kib(), [0], threading.Event()
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], anon_kib())
-            time.sleep(0.002)
-    thread = threading.Thread(target=watch)
-    thread.start()
-    model.fit(X, y)
-    done.set()
-    thread.join()
-    print((max(peak[0], anon_kib()) - baseline) / 1024)
+    print(peak_extra_mib(lambda: model.fit(X, y)))
     print(" ".join(repr(float(v)) for v in [*model.coef_, *model.intercept_]))
 """)
 
@@ -381,9 +369,7 @@ def test_a_gigabyte_memory_map_fits_exactly_in_one_pass_in_bounded_memory(tmp_pa
     X.flush()
     del X
     np.save(path + ".y.npy", y)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    out = subprocess.run([sys.executable, "-c", GIGABYTE_FIT, path, str(n), str(d), str(chunk)],
-                         capture_output=True, text=True, timeout=600, check=True, env=env).stdout.split("\n")
+    out = run_probe(GIGABYTE_FIT, path, str(n), str(d), str(chunk), timeout=600).split("\n")
     extra_mib, learned = float(out[0]), np.array([float(v) for v in out[1].split()])
     print(f"{extra_mib:.1f} MiB extra, largest coefficient error {np.abs(learned - [*coef, -0.5]).max():.2e}")
     np.testing.assert_allclose(learned, [*coef, -0.5], rtol=0, atol=1e-9)
