@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "checks.h"
 #include "kernels.h"
@@ -56,7 +57,11 @@ void check_gram_args(const at::Tensor& X, const at::Tensor& y, const std::option
 }
 
 // The CPU's fixed partition: chunks of about kChunkRows rows, each summed by one
-// thread, the partial sums added in chunk order.
+// thread into its own partial sum, the partial sums added in chunk order. The
+// threads take chunks one at a time from a shared counter rather than an equal
+// share each: a thread that starts late (an idle VM core takes milliseconds to
+// be scheduled again) then leaves its chunks to the others instead of holding
+// up the whole pass.
 at::Tensor cpu_gram(const at::Tensor& X, const at::Tensor& y2d, const std::optional<at::Tensor>& weight,
                     const at::Tensor& x_shift, const at::Tensor& y_shift, int64_t m) {
   constexpr int64_t kChunkRows = 16384;
@@ -67,8 +72,9 @@ at::Tensor cpu_gram(const at::Tensor& X, const at::Tensor& y2d, const std::optio
   const int64_t chunks = std::max<int64_t>(
       1, std::min({(n + kChunkRows - 1) / kChunkRows, kMaxChunks, kMaxPartialBytes / partial_bytes}));
   const at::Tensor partials = at::zeros({chunks, m, m}, X.options().dtype(at::kDouble));
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t chunk = begin; chunk < end; ++chunk) {
+  std::atomic<int64_t> next_chunk{0};
+  at::parallel_for(0, std::min<int64_t>(chunks, at::get_num_threads()), 1, [&](int64_t /*begin*/, int64_t /*end*/) {
+    for (int64_t chunk = next_chunk++; chunk < chunks; chunk = next_chunk++) {
       const int64_t first = n * chunk / chunks, last = n * (chunk + 1) / chunks;
       const std::optional<at::Tensor> weight_part =
           weight ? std::optional<at::Tensor>(weight->slice(0, first, last)) : std::nullopt;

@@ -48,9 +48,9 @@ class InMemory:
 
     def zero_prediction_loss(self) -> float:
         """The epoch loss of predicting 0: the scale against which SGD's divergence is judged."""
-        squares = self.y.double().square().sum(dim=1)
-        if self.sample_weight is not None:
-            squares = squares * self.sample_weight
+        if self.sample_weight is None:  # one op: this runs on every partial_fit
+            return 0.5 * float(torch.linalg.vector_norm(self.y, dtype=torch.float64)) ** 2 / self.n_rows
+        squares = self.y.double().square().sum(dim=1) * self.sample_weight
         return 0.5 * float(squares.sum()) / self.n_rows
 
     def gram_chunks(self) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:

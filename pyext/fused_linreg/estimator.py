@@ -292,16 +292,19 @@ class LinearRegression(RegressorMixin, BaseEstimator):
             return self.weight_.device
         return device if device is not None else X_device
 
-    def _targets(self, y: Any, n_rows: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """``y`` as an ``(n, k)`` tensor of the training dtype, checked as validate_data checks it."""
+    def _targets(self, y: Any, n_rows: int, dtype: torch.dtype, device: torch.device, validated: bool) -> Tensor:
+        """``y`` as an ``(n, k)`` tensor of the training dtype, checked as validate_data checks it
+        (its values once: not again when ``validated`` and of the training dtype already)."""
         y = y.detach() if isinstance(y, Tensor) else from_numpy(np.asarray(y))
         if y.dim() not in (1, 2) or y.shape[0] != n_rows or y.numel() == 0:
             raise ValueError(f"{NAME}: y must have shape ({n_rows},) or ({n_rows}, n_outputs) to match X, "
                              f"got {tuple(y.shape)}")
         if y.is_complex() or y.dtype == torch.bool:
             raise ValueError(f"{NAME}: y must hold real numbers, got {y.dtype}")
+        converted = y.dtype != dtype  # a narrower dtype can overflow to infinity
         y = y.to(device=device, dtype=dtype).reshape(n_rows, -1)
-        require_finite("y", y)
+        if converted or not validated:
+            require_finite("y", y)
         return y
 
     def _training_data(self, X: Any, y: Any, sample_weight: Any, reset: bool, device: torch.device | None,
@@ -337,7 +340,8 @@ class LinearRegression(RegressorMixin, BaseEstimator):
         weights = sample_weights(sample_weight, X_t.shape[0])
         if weights is not None:
             weights = (weights if isinstance(weights, Tensor) else from_numpy(weights)).to(device_, torch.float64)
-        return InMemory(X_t, self._targets(y, X_t.shape[0], dtype, device_), weights), y_1d
+        y_t = self._targets(y, X_t.shape[0], dtype, device_, validated=not isinstance(X, Tensor))
+        return InMemory(X_t, y_t, weights), y_1d
 
     def _features(self, X: Any) -> tuple[Tensor, Any]:
         """``X`` for prediction as a tensor, and how to return the output (a device or a numpy dtype)."""
