@@ -119,6 +119,20 @@ def check_linreg(dtype: torch.dtype, small: bool) -> None:
             close(got, want, dtype, f"linreg parameters and buffers after the steps {what}")
 
 
+def check_gram(dtype: torch.dtype, small: bool) -> None:
+    """linreg_gram (float64 sums) against the CPU kernel, weighted and not."""
+    for rows, features, outputs in linreg_cases(small):
+        X = torch.randn(rows, features + 1, dtype=dtype)[:, 1:]
+        y = torch.randn(rows, outputs, dtype=dtype)
+        weight = torch.rand(rows, dtype=torch.float64)
+        x_shift, y_shift = torch.randn(features, dtype=torch.float64), torch.randn(outputs, dtype=torch.float64)
+        for w in (None, weight):
+            got = ops.linreg_gram(X.cuda(), y.cuda(), None if w is None else w.cuda(), x_shift.cuda(), y_shift.cuda())
+            # The sums are float64 on both devices; the CPU multiplies narrow types in float32.
+            close(got, ops.linreg_gram(X, y, w, x_shift, y_shift), torch.float32 if dtype != torch.float64 else dtype,
+                  f"linreg_gram {rows}x{features}->{outputs} {dtype} weighted={w is not None}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="fewer, smaller shapes (for racecheck)")
@@ -130,6 +144,7 @@ def main() -> None:
         check_losses(dtype, args.small)
         check_sgd(dtype, args.small)
         check_linreg(dtype, args.small)
+        check_gram(dtype, args.small)
     torch.cuda.synchronize()
     print(f"every CUDA op ran and matched the CPU kernels ({fused_linreg.__name__}, dtypes {dtypes})")
 

@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from sklearn.datasets import load_diabetes, make_regression
 from sklearn.linear_model import LinearRegression as ClosedForm
 from sklearn.metrics import r2_score
@@ -125,6 +126,27 @@ def test_gram_is_not_differentiable_and_refuses_transforms():
         out.sum().backward()
     with pytest.raises(RuntimeError, match="linreg_gram does not support torch.func"):
         torch.func.vmap(lambda x: gram_op(x, y, None, xs, ys))(X.detach().unsqueeze(0))
+
+
+def test_gram_refuses_forward_mode_ad():
+    X, y, w, xs, ys = random_problem(20, 3, 1, torch.float64)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(X, torch.randn_like(X))
+        with pytest.raises(RuntimeError, match="linreg_gram does not support forward-mode AD"):
+            gram_op(dual, y, w, xs, ys)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gram_and_the_fit_on_cuda_match_the_cpu(dtype):
+    X, y, w, xs, ys = random_problem(5000, 6, 2, dtype, weighted=True)
+    on_gpu = gram_op(X.cuda(), y.cuda(), w.cuda(), xs.cuda(), ys.cuda())
+    torch.testing.assert_close(on_gpu.cpu(), gram_op(X, y, w, xs, ys), rtol=1e-6 if dtype == torch.float32 else 1e-12,
+                               atol=1e-6)
+    gpu_fit = LinearRegression().fit(X.cuda(), y.cuda(), sample_weight=w.cuda())
+    cpu_fit = LinearRegression().fit(X, y, sample_weight=w)
+    assert gpu_fit.weight_.device.type == "cuda"
+    np.testing.assert_allclose(gpu_fit.coef_, cpu_fit.coef_, rtol=1e-5 if dtype == torch.float32 else 1e-10)
 
 
 # ---------------------------------------------------------------------------
