@@ -27,11 +27,12 @@ $(VENV)/.deps: | $(BIN)/python
 
 # --no-build-isolation: build against the torch installed above, not another
 # one pip would pick for an isolated build environment.
-# pip shows a build's output only with -v, and then ninja's full command lines:
-# those go to build/build.log, the terminal gets one line per compiled object
-# ("[3/16] avx2/csrc/cpu/linear.o") and, if the build fails, the log's end.
+# pip shows a build's output only with -v, and then ninja's full command lines
+# (indented by pip): those go to build/build.log, the terminal gets one line per
+# compiled object, its path below the build's temporary folder ("[3/16]
+# avx2/csrc/cpu/linear.o"), and, if the build fails, the log's end.
 BUILD_LOG := build/build.log
-PROGRESS_LINES := s|^\(\[[0-9]*/[0-9]*\]\) .* -o [^ ]*/temp[^/ ]*/\([^ ]*\).*|  \1 \2|p
+PROGRESS_LINES := s|^ *\(\[[0-9]*/[0-9]*\]\) .* -o [^ ]*temp[^/ ]*/\([^ ]*\).*|  \1 \2|p
 
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	@mkdir -p build
