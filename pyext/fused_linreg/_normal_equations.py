@@ -59,9 +59,6 @@ class GramSums:
         size = x_shift.numel() + y_shift.numel() + 1
         return cls(torch.zeros((size, size), dtype=torch.float64, device=x_shift.device), x_shift, y_shift)
 
-    def copy(self) -> GramSums:
-        return GramSums(self.gram.clone(), self.x_shift, self.y_shift, self.rows)
-
     def add(self, X: Tensor, y: Tensor, sample_weight: Tensor | None) -> None:
         """Adds the sums of rows ``X`` (n, d) and ``y`` (n, k)."""
         self.gram += torch.ops.fused_linreg.linreg_gram(X, y, sample_weight, self.x_shift, self.y_shift)
