@@ -14,12 +14,14 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/core/GradMode.h>
 
+#include <cmath>
 #include <utility>
 #include <vector>
 
 #include "checks.h"
 #include "op_handles.h"
 #include "pointer_map.h"
+#include "shuffle.h"
 #include "torch_internals.h"
 
 namespace fused_linreg {
@@ -522,6 +524,176 @@ PyObject* optimizer_step_entry(PyObject* /*module*/, PyObject* const* args, Py_s
   END_HANDLE_TH_ERRORS
 }
 
+// ---------------------------------------------------------------------------
+// linreg_grad, linreg_step_ and linreg_epoch_ (fused_step.py's wrappers).
+// ---------------------------------------------------------------------------
+
+// A 2-D X and a y and weight the op gets as they are; bias a tensor or None.
+bool read_linreg_tensors(PyObject* const* args) {
+  return no_function_mode() && is_plain_tensor(args[0]) && is_plain_tensor(args[1]) && is_plain_tensor(args[2]) &&
+         is_plain_optional_tensor(args[3]) && tensor_of(args[0]).dim() == 2;
+}
+
+// The momentum buffers of a step or epoch, read from the caller's state dict
+// as fused_step.py's _momentum_buffers reads them: new (uninitialised) ones on
+// the first step, which keep_new_buffers then stores.
+struct MomentumState {
+  std::optional<at::Tensor> weight_buffer;
+  std::optional<at::Tensor> bias_buffer;
+  bool is_first_step = false;
+};
+
+PyObject* weight_buffer_key() {
+  static PyObject* const key = PyUnicode_InternFromString("weight_momentum_buffer");
+  return key;
+}
+
+PyObject* bias_buffer_key() {
+  static PyObject* const key = PyUnicode_InternFromString("bias_momentum_buffer");
+  return key;
+}
+
+PyObject* dict_item(PyObject* dict, PyObject* key) {
+  PyObject* item = PyDict_GetItemWithError(dict, key);
+  if (item == nullptr && PyErr_Occurred()) throw python_error();
+  return item;
+}
+
+// False where the general path must decide: a state that is neither None nor a
+// dict, an invalid momentum (its error), a missing state (its error), a bias
+// that joins after the first step, buffers that are not plain tensors.
+bool read_momentum_state(PyObject* state, double momentum, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, MomentumState& out) {
+  if (state != Py_None && !PyDict_CheckExact(state)) return false;
+  if (momentum == 0.0) return true;
+  if (!(momentum > 0.0 && std::isfinite(momentum)) || state == Py_None) return false;
+  PyObject* weight_buffer = dict_item(state, weight_buffer_key());
+  if (weight_buffer == nullptr) {
+    // The kernel sets buf = grad on a first step without reading it.
+    out.weight_buffer = at::empty_like(weight);
+    if (bias.has_value()) out.bias_buffer = at::empty_like(*bias);
+    out.is_first_step = true;
+    return true;
+  }
+  PyObject* bias_buffer = dict_item(state, bias_buffer_key());
+  if ((bias.has_value() && bias_buffer == nullptr) || !is_plain_tensor(weight_buffer) ||
+      (bias_buffer != nullptr && !is_plain_tensor(bias_buffer))) {
+    return false;
+  }
+  out.weight_buffer = tensor_of(weight_buffer);
+  if (bias_buffer != nullptr) out.bias_buffer = tensor_of(bias_buffer);
+  return true;
+}
+
+// After a successful first step: the new buffers go into the state dict.
+void keep_new_buffers(PyObject* state, const MomentumState& momentum) {
+  if (!momentum.is_first_step) return;
+  const auto store = [&](PyObject* key, const at::Tensor& buffer) {
+    THPObjectPtr object(tensor_object(buffer));
+    if (!object || PyDict_SetItem(state, key, object.get()) != 0) throw python_error();
+  };
+  store(weight_buffer_key(), *momentum.weight_buffer);
+  if (momentum.bias_buffer.has_value()) store(bias_buffer_key(), *momentum.bias_buffer);
+}
+
+// linreg_grad(X, y, weight, bias) -> (loss, grad_weight, grad_bias or None).
+PyObject* linreg_grad_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 4 || !read_linreg_tensors(args)) Py_RETURN_NOTIMPLEMENTED;
+  static const auto op = find_op<LinregGradSig>(kLinregGrad);
+  const std::optional<at::Tensor> bias = optional_tensor(args[3]);
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> grads;
+  {
+    const at::AutoGradMode no_grad(false);
+    GilRelease no_gil;
+    grads = op.call(tensor_of(args[0]), tensor_of(args[1]), tensor_of(args[2]), bias);
+  }
+  THPObjectPtr loss(tensor_object(std::move(std::get<0>(grads))));
+  THPObjectPtr grad_weight(tensor_object(std::move(std::get<1>(grads))));
+  THPObjectPtr grad_bias(bias.has_value() ? tensor_object(std::move(std::get<2>(grads))) : Py_NewRef(Py_None));
+  if (!loss || !grad_weight || !grad_bias) return nullptr;
+  return PyTuple_Pack(3, loss.get(), grad_weight.get(), grad_bias.get());
+  END_HANDLE_TH_ERRORS
+}
+
+// The SGD hyperparameters of a step or epoch: lr, weight_decay, momentum,
+// dampening, nesterov, maximize.
+bool read_step_hyper(PyObject* const* args, SgdHyper& hyper) {
+  return !is_plain_tensor(args[0]) && read_hyper(args, hyper);
+}
+
+// Runs an in-place fused op, `call(weight, bias, momentum)`, with the momentum
+// buffers of `state` (args: X, y, weight, bias, ...), under no_grad and
+// without the GIL; keeps the new buffers of a first step in `state` once the
+// op succeeded (fused_step.py's _with_momentum_state).
+template <typename Call>
+PyObject* call_with_momentum_state(PyObject* const* args, PyObject* state, double momentum_factor, Call&& call) {
+  const at::Tensor& weight = tensor_of(args[2]);
+  const std::optional<at::Tensor> bias = optional_tensor(args[3]);
+  MomentumState momentum;
+  if (!read_momentum_state(state, momentum_factor, weight, bias, momentum)) Py_RETURN_NOTIMPLEMENTED;
+  at::Tensor result;
+  {
+    const at::AutoGradMode no_grad(false);
+    GilRelease no_gil;
+    result = call(weight, bias, momentum);
+  }
+  keep_new_buffers(state, momentum);
+  return tensor_object(std::move(result));
+}
+
+// linreg_step_(X, y, weight, bias, lr, weight_decay, momentum, dampening,
+// nesterov, maximize, state) -> loss.
+PyObject* linreg_step_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  SgdHyper hyper{};
+  if (nargs != 11 || !read_linreg_tensors(args) || !read_step_hyper(args + 4, hyper)) Py_RETURN_NOTIMPLEMENTED;
+  static const auto op = find_op<LinregStepSig>(kLinregStep);
+  return call_with_momentum_state(args, args[10], hyper.momentum, [&](const at::Tensor& weight,
+                                                                      const std::optional<at::Tensor>& bias,
+                                                                      const MomentumState& momentum) {
+    return op.call(tensor_of(args[0]), tensor_of(args[1]), weight, bias, momentum.weight_buffer, momentum.bias_buffer,
+                   momentum.is_first_step, hyper.lr, hyper.weight_decay, hyper.momentum, hyper.dampening,
+                   hyper.nesterov, hyper.maximize);
+  });
+  END_HANDLE_TH_ERRORS
+}
+
+// linreg_epoch_(X, y, weight, bias, indices, generator, batch_size, lr,
+// weight_decay, momentum, dampening, nesterov, maximize, state) -> losses.
+PyObject* linreg_epoch_entry(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  SgdHyper hyper{};
+  if (nargs != 14 || !read_linreg_tensors(args) || !is_plain_optional_tensor(args[4]) ||
+      (args[5] != Py_None && !is_generator_object(args[5])) || !PyLong_CheckExact(args[6]) ||
+      !read_step_hyper(args + 7, hyper)) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  const int64_t batch_size = PyLong_AsLongLong(args[6]);
+  if (batch_size == -1 && PyErr_Occurred()) {  // beyond int64: the op's own error, from the general path
+    PyErr_Clear();
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  const at::Tensor& X = tensor_of(args[0]);
+  std::optional<at::Generator> generator;
+  if (args[5] != Py_None) {
+    generator = generator_of(args[5]);
+    if (generator->device() != X.device()) Py_RETURN_NOTIMPLEMENTED;  // drawn on its own device there
+  }
+  static const auto op = find_op<LinregEpochSig>(kLinregEpoch);
+  return call_with_momentum_state(args, args[13], hyper.momentum, [&](const at::Tensor& weight,
+                                                                      const std::optional<at::Tensor>& bias,
+                                                                      const MomentumState& momentum) {
+    // The default rows: the general path's torch.randperm(n, generator=generator), from the same stream.
+    const at::Tensor rows =
+        args[4] != Py_None ? tensor_of(args[4]) : random_permutation(X.size(0), generator, X.device());
+    return op.call(X, tensor_of(args[1]), rows, batch_size, weight, bias, momentum.weight_buffer, momentum.bias_buffer,
+                   momentum.is_first_step, hyper.lr, hyper.weight_decay, hyper.momentum, hyper.dampening,
+                   hyper.nesterov, hyper.maximize);
+  });
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"linear", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&linear_entry)), METH_FASTCALL,
      "linear(x, weight, bias): the op for a 2-D weight and an exact bias; else NotImplemented."},
@@ -529,6 +701,14 @@ PyMethodDef methods[] = {
      METH_FASTCALL, "squared_loss(input, target, reduction): the op for one dtype; else NotImplemented."},
     {"mse_loss", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&loss_entry<&kMseLoss, true>)),
      METH_FASTCALL, "mse_loss(input, target, reduction): the op for one dtype and shape; else NotImplemented."},
+    {"linreg_grad", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&linreg_grad_entry)), METH_FASTCALL,
+     "linreg_grad(X, y, weight, bias): the op for plain tensors; else NotImplemented."},
+    {"linreg_step_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&linreg_step_entry)), METH_FASTCALL,
+     "linreg_step_(X, y, weight, bias, lr, weight_decay, momentum, dampening, nesterov, maximize, state)."},
+    {"linreg_epoch_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&linreg_epoch_entry)),
+     METH_FASTCALL,
+     "linreg_epoch_(X, y, weight, bias, indices, generator, batch_size, lr, weight_decay, momentum, dampening, "
+     "nesterov, maximize, state)."},
     {"sgd_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&sgd_entry)), METH_FASTCALL,
      "sgd_(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize, "
      "grad_scale, found_inf)."},

@@ -2,7 +2,7 @@
 // torch upgrade that moves them touches this file only: dispatch-key TLS,
 // TensorImpl and autograd-metadata fields, version counters, borrowed tensors
 // and, for the translation unit that includes Python.h first (python_calls.cpp),
-// the THPVariable object layer.
+// the THPVariable and THPGenerator object layers.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -85,6 +85,7 @@ inline const void* autograd_meta_address(const at::Tensor& t) { return t.unsafeG
 
 #ifdef Py_PYTHON_H
 #include <ATen/PythonTorchFunctionTLS.h>
+#include <torch/csrc/Generator.h>
 #include <torch/csrc/autograd/python_variable.h>
 
 namespace fused_linreg {
@@ -101,6 +102,12 @@ inline const at::Tensor& tensor_of(PyObject* obj) { return THPVariable_Unpack(ob
 
 // A new reference to the Python object of t.
 inline PyObject* tensor_object(at::Tensor t) { return THPVariable_Wrap(std::move(t)); }
+
+// Whether obj is exactly a torch.Generator, and the generator it holds.
+inline bool is_generator_object(PyObject* obj) {
+  return Py_TYPE(obj) == reinterpret_cast<PyTypeObject*>(THPGeneratorClass);
+}
+inline const at::Generator& generator_of(PyObject* obj) { return reinterpret_cast<THPGenerator*>(obj)->cdata; }
 
 // Whether a torch function mode (TorchFunctionMode) is active on this thread.
 inline bool torch_function_mode_active() { return at::impl::torch_function_mode_enabled(); }

@@ -248,3 +248,92 @@ def test_optim_sgd_takes_tensor_and_numpy_hyperparameters_like_torch(generator):
         theirs.step()
     for p, q in zip(*pairs):
         torch.testing.assert_close(p, q)
+
+
+# ---------------------------------------------------------------------------
+# linreg_grad, linreg_step_ and linreg_epoch_: their fast entries.
+# ---------------------------------------------------------------------------
+
+def _linreg_data(generator, n=50, d=3, k=2, dtype=torch.float32):
+    X, y = randn((n, d), generator=generator).to(dtype), randn((n, k), generator=generator).to(dtype)
+    return X, y, randn((k, d), generator=generator).to(dtype), randn((k,), generator=generator).to(dtype)
+
+
+def _bits(*tensors):
+    return [t.detach().clone() for t in tensors]
+
+
+def test_fused_step_ops_run_only_their_wrappers(generator):
+    X, y, w, b = _linreg_data(generator)
+    state = {}
+    for call in (lambda: fused_linreg.linreg_grad(X, y, w, b),
+                 lambda: fused_linreg.linreg_step_(X, y, w, b, lr=0.1, momentum=0.9, state=state),
+                 lambda: fused_linreg.linreg_epoch_(X, y, w, b, lr=0.1, batch_size=7, momentum=0.9, state=state)):
+        assert beyond_our_wrapper(python_calls(call)) == []
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("options", [{}, {"momentum": 0.9, "weight_decay": 0.01},
+                                     {"momentum": 0.5, "nesterov": True, "maximize": True}])
+def test_fused_step_fast_entries_give_the_general_paths_bits(generator, bias, options):
+    """The same calls with a torch function mode active (the general path, through torch.ops) give the same bits,
+    the same momentum state and the same generator state."""
+    X, y, w, b = _linreg_data(generator)
+    runs = []
+    for mode in (None, RecordingMode()):
+        weight, bias_ = w.clone(), (b.clone() if bias else None)
+        state = {}
+        shuffle = torch.Generator().manual_seed(3)
+        torch.manual_seed(11)
+        with mode if mode is not None else torch.enable_grad():
+            results = [*fused_linreg.linreg_grad(X, y, weight, bias_),
+                       fused_linreg.linreg_step_(X, y, weight, bias_, lr=0.05, state=state, **options),
+                       fused_linreg.linreg_epoch_(X, y, weight, bias_, lr=0.05, batch_size=4, generator=shuffle,
+                                                  state=state, **options),
+                       fused_linreg.linreg_epoch_(X, y, weight, bias_, lr=0.05, batch_size=9, state=state, **options),
+                       fused_linreg.linreg_epoch_(X, y, weight, bias_, lr=0.05, batch_size=5,
+                                                  indices=torch.arange(10, 40), state=state, **options)]
+        if mode is not None:
+            assert torch.ops.fused_linreg.linreg_epoch_.default in mode.seen
+        runs.append(([r for r in results if r is not None], weight, bias_, dict(state), shuffle.get_state(),
+                     torch.get_rng_state()))
+    (fast, *fast_rest), (general, *general_rest) = runs
+    assert all(torch.equal(f, g) for f, g in zip(fast, general))
+    for f, g in zip(fast_rest, general_rest):
+        if isinstance(f, dict):
+            assert f.keys() == g.keys() and all(torch.equal(f[key], g[key]) for key in f)
+        else:
+            assert (f is None and g is None) or torch.equal(f, g)
+
+
+@pytest.mark.parametrize("n", [1, 2, 1000, 65536, 65537])
+def test_epoch_default_shuffle_is_torch_randperm(n):
+    """Drawn in C++ (for n <= 2^16 by our own loop over the generator's engine): torch.randperm's permutation, and
+    the generator advanced as torch.randperm advances it, for a given generator and for the default one."""
+    X, y, w = torch.zeros(n, 1), torch.arange(n, dtype=torch.float64).float(), torch.zeros(1, 1)
+    mine, torch_s = torch.Generator().manual_seed(n), torch.Generator().manual_seed(n)
+    for _ in range(2):
+        losses = fused_linreg.linreg_epoch_(X, y, w, None, lr=0.0, batch_size=1, generator=mine)
+        assert torch.equal(losses, 0.5 * y[torch.randperm(n, generator=torch_s)] ** 2)
+    assert torch.equal(mine.get_state(), torch_s.get_state())
+    torch.manual_seed(n)
+    losses = fused_linreg.linreg_epoch_(X, y, w, None, lr=0.0, batch_size=1)
+    after = torch.get_rng_state()
+    torch.manual_seed(n)
+    assert torch.equal(losses, 0.5 * y[torch.randperm(n)] ** 2)
+    assert torch.equal(after, torch.get_rng_state())
+
+
+def test_fused_step_fast_entries_decline_what_they_do_not_take(generator):
+    X, y, w, b = _linreg_data(generator)
+    hyper = (0.1, 0.0, 0.9, 0.0, False, False)
+    assert _C.linreg_grad(X.numpy(), y, w, b) is NotImplemented
+    assert _C.linreg_step_(X, y, w, b, "0.1", *hyper[1:], None) is NotImplemented
+    assert _C.linreg_step_(X, y, w, b, *hyper, None) is NotImplemented  # momentum without a state: ValueError there
+    assert _C.linreg_step_(X, y, w, b, *hyper, []) is NotImplemented  # not a dict: TypeError there
+    late_bias = {"weight_momentum_buffer": torch.zeros_like(w)}  # the bias joins late: torch.optim's first step
+    assert _C.linreg_step_(X, y, w, b, *hyper, late_bias) is NotImplemented
+    assert _C.linreg_epoch_(X, y, w, b, None, None, True, *hyper, {}) is NotImplemented  # a bool batch_size
+    assert _C.linreg_epoch_(X, y, w, b, None, "seed", 5, *hyper, {}) is NotImplemented
+    assert _C.linreg_epoch_(X, y, w, b, None, None, 2 ** 70, *hyper, {}) is NotImplemented
+    assert _C.linreg_epoch_(X[0], y, w, b, None, None, 5, *hyper, {}) is NotImplemented  # 1-D X

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -41,7 +42,7 @@ struct BlockScratch {
   const scalar_t* x[cpu::kRowBlock];  // the block's rows where they lie
   const acc_t* x_acc[cpu::kRowBlock];  // or converted to float (see accumulate_rows)
   std::vector<acc_t> converted;
-  std::vector<acc_t> dots;       // one row's k dot products
+  std::vector<acc_t> dots;       // dots[i * k + j]: output j of row i
   std::vector<acc_t> residuals;  // residuals[j * kRowBlock + i]: output j of row i
   std::vector<acc_t> bias_sums;  // per output: sum of its residuals
   std::vector<acc_t> losses;     // per output: sum of half its squared residuals
@@ -65,11 +66,21 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
   acc_t* residuals = block.residuals.data();
   acc_t* bias_sums = block.bias_sums.data();
   acc_t* losses = block.losses.data();
+  acc_t* row_dots[cpu::kRowBlock];
+  for (int64_t i = 0; i < count; ++i) row_dots[i] = dots + i * k;
+  // Rows in groups, each weight vector loaded once per group: 4 rows, or 2 when
+  // four outputs already give each row four chains of FMAs.
+  int64_t first = 0;
+  if (k >= 4) {
+    for (; first + 2 <= count; first += 2) cpu::dot_all_rows<2>(x + first, W, d, k, row_dots + first);
+  } else {
+    for (; first + 4 <= count; first += 4) cpu::dot_all_rows<4>(x + first, W, d, k, row_dots + first);
+  }
+  for (; first < count; ++first) cpu::dot_all_rows<1>(x + first, W, d, k, row_dots + first);
   for (int64_t i = 0; i < count; ++i) {
-    cpu::dot_all_rows(x[i], W, d, k, dots);
     const scalar_t* y = batch.y + block.row_ids[i] * k;
     for (int64_t j = 0; j < k; ++j) {
-      const acc_t r = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
+      const acc_t r = row_dots[i][j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
       residuals[j * cpu::kRowBlock + i] = r;
       bias_sums[j] += r;
       losses[j] += acc_t(0.5) * r * r;
@@ -78,12 +89,69 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
   cpu::add_outer_products(x, residuals, count, d, k, sums, layout.per_output());
 }
 
+// a * b + c as the compiled general path rounds it: the compiler contracts
+// that expression into one fused multiply-add (one rounding) where the build
+// targets FMA, but not everywhere (the short path below lost it in a loop).
+template <typename T>
+inline T multiply_add(T a, T b, T c) {
+#ifdef __FMA__
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// accumulate_rows for float sums of one output and D < 5 features, fewer than a
+// vector holds (the book's model): every sum stays in a register from row to row, where the
+// general path keeps them in memory per block of rows. Each sum takes the same
+// operations in the same order as there (the scalar tails of the dot product
+// and of the outer products), so the bits are the same.
+template <int D, typename scalar_t, typename acc_t>
+void accumulate_short_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const acc_t* W, const acc_t* b,
+                           acc_t* sums) {
+  acc_t w[D], grad[D];
+  for (int c = 0; c < D; ++c) {
+    w[c] = W[c];
+    grad[c] = sums[c];
+  }
+  const acc_t bias = b ? b[0] : acc_t(0);
+  acc_t bias_sum = sums[D];
+  acc_t half_squares = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t row = batch.rows ? batch.rows[i] : i;
+    const scalar_t* x = batch.X + row * D;
+    acc_t dot = 0;
+    for (int c = 0; c < D; ++c) dot = multiply_add(static_cast<acc_t>(x[c]), w[c], dot);
+    const acc_t r = dot + bias - static_cast<acc_t>(batch.y[row]);
+    bias_sum += r;
+    half_squares = multiply_add(acc_t(0.5) * r, r, half_squares);
+    for (int c = 0; c < D; ++c) grad[c] = multiply_add(r, static_cast<acc_t>(x[c]), grad[c]);
+  }
+  for (int c = 0; c < D; ++c) sums[c] = grad[c];
+  sums[D] = bias_sum;
+  acc_t loss = 0;  // as accumulate_rows adds its outputs' losses
+  loss += half_squares;
+  sums[D + 1] += loss;
+}
+
 template <typename scalar_t, typename acc_t>
 void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const ParamSums& layout,
                      const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
   using cpu::kRowBlock;
   const int64_t d = layout.features, k = layout.outputs;
-  block.dots.resize(static_cast<size_t>(k));
+  // Not for float64: there the compiled general path rounds these sums one way
+  // in some rows and the other in others (its loops were vectorised in part),
+  // which the short path would not reproduce bit for bit.
+  if (std::is_same_v<acc_t, float> && k == 1 && d < at::vec::Vectorized<acc_t>::size()) {
+    switch (d) {
+      case 1: return accumulate_short_rows<1>(batch, begin, end, W, b, sums);
+      case 2: return accumulate_short_rows<2>(batch, begin, end, W, b, sums);
+      case 3: return accumulate_short_rows<3>(batch, begin, end, W, b, sums);
+      case 4: return accumulate_short_rows<4>(batch, begin, end, W, b, sums);
+      default: break;
+    }
+  }
+  block.dots.resize(static_cast<size_t>(kRowBlock * k));
   block.residuals.resize(static_cast<size_t>(k * kRowBlock));
   block.bias_sums.resize(static_cast<size_t>(k));
   block.losses.assign(static_cast<size_t>(k), acc_t(0));

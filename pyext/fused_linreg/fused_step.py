@@ -20,6 +20,11 @@ kernel run as composed matmuls (the same results, without the one-pass saving).
 
 Momentum buffers persist in a ``state`` dict that the caller keeps between calls,
 under the keys ``"weight_momentum_buffer"`` and ``"bias_momentum_buffer"``.
+
+As in ``functional``, plain tensors and arguments of the expected Python types
+go through a fast C++ entry (``fused_linreg._C``) that does what the code here
+does; it returns ``NotImplemented`` for anything else, which then takes the
+general path here (also the one torch.compile traces).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _C  # type: ignore[attr-defined]
 from ._checks import flag, number, optional_tensor, tensor, type_name
 from .functional import sgd_
 
@@ -142,6 +148,10 @@ def linreg_grad(X: Tensor, y: Tensor, weight: Tensor, bias: Tensor | None) -> tu
         ``(k, d)`` with respect to ``weight`` and ``(k,)`` with respect to ``bias``
         (None when ``bias`` is None). They are plain tensors, outside any autograd graph.
     """
+    if not torch.compiler.is_dynamo_compiling():
+        grads = _C.linreg_grad(X, y, weight, bias)
+        if grads is not NotImplemented:
+            return grads
     _check_data("linreg_grad", X, y, weight, bias)
     with torch.no_grad():
         loss, grad_weight, grad_bias = _ops.linreg_grad.default(X, y, weight, bias)
@@ -188,6 +198,10 @@ def linreg_step_(
     Returns:
         The 0-dim minibatch loss before the update.
     """
+    if not torch.compiler.is_dynamo_compiling():
+        loss = _C.linreg_step_(X, y, weight, bias, lr, weight_decay, momentum, dampening, nesterov, maximize, state)
+        if loss is not NotImplemented:
+            return loss
     _check_data("linreg_step_", X, y, weight, bias)
     hyper = _checked_hyperparameters("linreg_step_", state, lr, momentum=momentum, dampening=dampening,
                                      nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
@@ -247,6 +261,11 @@ def linreg_epoch_(
     Returns:
         The per-minibatch losses (each before its update), shape ``(ceil(m / batch_size),)``.
     """
+    if not torch.compiler.is_dynamo_compiling():
+        losses = _C.linreg_epoch_(X, y, weight, bias, indices, generator, batch_size, lr, weight_decay, momentum,
+                                  dampening, nesterov, maximize, state)
+        if losses is not NotImplemented:
+            return losses
     _check_data("linreg_epoch_", X, y, weight, bias)
     hyper = _checked_hyperparameters("linreg_epoch_", state, lr, momentum=momentum, dampening=dampening,
                                      nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)

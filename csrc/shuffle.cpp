@@ -1,0 +1,67 @@
+// torch.randperm for the epoch's default shuffle. The book's epoch (1000 rows)
+// takes a few microseconds; at::randperm spent twice that on its shuffle, most
+// of it in one 64-bit division per row. For the sizes an epoch of small steps
+// has, this draws the same numbers from the same generator state and applies
+// ATen's own shuffle (randperm_cpu below 2^32 / 20 rows: r = 0..n-1, then
+// r[i] swaps with r[i + random() % (n - i)]), with each remainder computed by
+// multiplications; tests compare the result with torch.randperm's.
+#include "shuffle.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/randperm.h>
+
+#include <mutex>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+namespace fused_linreg {
+namespace {
+
+// Longer permutations go to at::randperm: their epochs are long enough that
+// its divisions do not matter, and the table below stays small (512 KiB).
+constexpr int64_t kMaxTabledRows = int64_t{1} << 16;
+
+// a % d for 32-bit a and d from a precomputed ceil(2^64 / d) (Lemire, Kaser and
+// Kurz, "Faster remainder by direct computation", 2019: exact for all 32-bit a, d).
+inline uint32_t remainder(uint32_t a, uint64_t inverse, uint32_t d) {
+  const uint64_t fraction = inverse * a;
+  return static_cast<uint32_t>((static_cast<unsigned __int128>(fraction) * d) >> 64);
+}
+
+// ceil(2^64 / d) for d = 0..n (entry 1 wraps to 0, which gives a % 1 = 0),
+// kept per thread for the last n: an epoch after epoch draws the same n.
+const std::vector<uint64_t>& divisor_inverses(int64_t n) {
+  thread_local std::vector<uint64_t> inverses;
+  if (static_cast<int64_t>(inverses.size()) != n + 1) {
+    inverses.resize(static_cast<size_t>(n + 1));
+    inverses[0] = 0;
+    for (int64_t d = 1; d <= n; ++d) inverses[d] = UINT64_MAX / static_cast<uint64_t>(d) + 1;
+  }
+  return inverses;
+}
+
+}  // namespace
+
+at::Tensor random_permutation(int64_t n, const std::optional<at::Generator>& generator, at::Device device) {
+  if (!device.is_cpu() || n > kMaxTabledRows) {
+    return at::randperm(n, generator, at::TensorOptions(at::kLong).device(device));
+  }
+  at::Tensor permutation = at::empty({n}, at::kLong);
+  int64_t* rows = permutation.mutable_data_ptr<int64_t>();
+  std::iota(rows, rows + n, int64_t{0});
+  const std::vector<uint64_t>& inverses = divisor_inverses(n);
+  auto* source = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
+  const std::lock_guard<std::mutex> lock(source->mutex_);
+  // The engine runs here, inlined: one call into the generator per number cost as much as the shuffle.
+  at::mt19937 engine = source->engine();
+  for (int64_t i = 0; i + 1 < n; ++i) {
+    const uint32_t left = static_cast<uint32_t>(n - i);
+    std::swap(rows[i], rows[i + remainder(engine(), inverses[left], left)]);
+  }
+  source->set_engine(engine);
+  return permutation;
+}
+
+}  // namespace fused_linreg
