@@ -66,6 +66,18 @@ def test_gram_matches_the_float64_reference(dtype, n, d, k, weighted):
     torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * want.abs().max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_gram_with_float_shifts_gives_the_float64_routes_bits(dtype):
+    """Shifts that are floats (shifts_of rounds them so for narrower data) let the op shift rows by float32
+    subtractions, which round as the float64 route does: the same sums as with unit weights (which take that route)."""
+    X, y, _, xs, ys = random_problem(3000, 11, 2, dtype)
+    xs, ys = xs.float().double(), ys.float().double()
+    unweighted = gram_op(X, y, None, xs, ys)
+    assert torch.equal(unweighted, gram_op(X, y, torch.ones(3000, dtype=torch.float64), xs, ys))
+    want = reference_gram(X, y, None, xs, ys)
+    torch.testing.assert_close(unweighted, want, rtol=2e-6, atol=2e-6 * want.abs().max().item())
+
+
 def test_gram_of_a_1d_y_and_of_no_rows():
     X, y, w, xs, ys = random_problem(50, 4, 1, torch.float64, one_d=True, weighted=True)
     torch.testing.assert_close(gram_op(X, y, w, xs, ys), reference_gram(X, y, w, xs, ys))

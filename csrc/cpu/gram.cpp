@@ -56,6 +56,33 @@ void write_block(const scalar_t* X, const scalar_t* y, const double* weight, con
   }
 }
 
+// Whether each of the count shifts is a float. Then for float products and no
+// weights the block's x - shift, rounded to float, is one float subtraction
+// (IEEE rounds the exact difference once either way), which the compiler
+// vectorises: the conversions through double cost as much as the products.
+bool all_floats(const double* values, int64_t count, std::vector<float>& as_floats) {
+  as_floats.resize(static_cast<size_t>(count));
+  for (int64_t j = 0; j < count; ++j) {
+    as_floats[j] = static_cast<float>(values[j]);
+    if (static_cast<double>(as_floats[j]) != values[j]) return false;
+  }
+  return true;
+}
+
+// write_block for float products, no weights and float shifts.
+template <typename scalar_t>
+void write_block_of_floats(const scalar_t* X, const scalar_t* y, const float* x_shift, const float* y_shift,
+                           int64_t count, int64_t d, int64_t k, int64_t width, float* block) {
+  for (int64_t i = 0; i < count; ++i) {
+    const scalar_t* x = X + i * d;
+    const scalar_t* t = y + i * k;
+    float* row = block + i * width;
+    for (int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(x[j]) - x_shift[j];
+    for (int64_t j = 0; j < k; ++j) row[d + j] = static_cast<float>(t[j]) - y_shift[j];
+    row[d + k] = 1.0f;
+  }
+}
+
 // totals[i0:i0+rows, j0:j0+vectors] += sum over the block's rows of row[i] * row[j].
 template <typename prod_t>
 void add_tile(const prod_t* block, int64_t count, int64_t width, int64_t i0, int64_t j0, double* totals) {
@@ -102,10 +129,23 @@ void gram_rows_impl(const scalar_t* X, const scalar_t* y, const double* weight, 
                                                  kMaxBlockRows);
   std::vector<prod_t> block(static_cast<size_t>(block_rows * width), prod_t(0));
   std::vector<double> totals(static_cast<size_t>(width * width), 0.0);
+  std::vector<float> x_float_shift, y_float_shift;
+  bool float_rows = false;
+  if constexpr (std::is_same_v<prod_t, float>) {
+    float_rows = weight == nullptr && all_floats(x_shift, d, x_float_shift) && all_floats(y_shift, k, y_float_shift);
+  }
   for (int64_t start = 0; start < n; start += block_rows) {
     const int64_t count = std::min(block_rows, n - start);
-    const double* block_weight = weight != nullptr ? weight + start : nullptr;
-    write_block(X + start * d, y + start * k, block_weight, x_shift, y_shift, count, d, k, width, block.data());
+    if constexpr (std::is_same_v<prod_t, float>) {
+      if (float_rows) {
+        write_block_of_floats(X + start * d, y + start * k, x_float_shift.data(), y_float_shift.data(), count, d, k,
+                              width, block.data());
+      }
+    }
+    if (!float_rows) {
+      const double* block_weight = weight != nullptr ? weight + start : nullptr;
+      write_block(X + start * d, y + start * k, block_weight, x_shift, y_shift, count, d, k, width, block.data());
+    }
     for (int64_t i0 = 0; i0 < m; i0 += kRows) {
       for (int64_t j0 = i0 / kLanes * kLanes; j0 < m; j0 += kTileWidth) {
         add_tile(block.data(), count, width, i0, j0, totals.data());

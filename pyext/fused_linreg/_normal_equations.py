@@ -41,8 +41,12 @@ _RANK_RTOL_PER_FEATURE = 64 * torch.finfo(torch.float64).eps
 
 
 def shifts_of(X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """The shifts for ``linreg_gram``: means of the first rows of X (n, d) and y (n, k), float64."""
-    return X[:_SHIFT_ROWS].double().mean(dim=0), y[:_SHIFT_ROWS].double().mean(dim=0)
+    """The shifts for ``linreg_gram``: means of the first rows of X (n, d) and y (n, k), float64,
+    rounded to float32 for narrower data (whose rows the op then shifts with float32 subtractions)."""
+    shifts = X[:_SHIFT_ROWS].double().mean(dim=0), y[:_SHIFT_ROWS].double().mean(dim=0)
+    if X.dtype == torch.float64:
+        return shifts
+    return tuple(shift.float().double() for shift in shifts)  # type: ignore[return-value]
 
 
 @dataclass
