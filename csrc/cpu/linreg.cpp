@@ -42,7 +42,7 @@ struct BlockScratch {
   const scalar_t* x[cpu::kRowBlock];  // the block's rows where they lie
   const acc_t* x_acc[cpu::kRowBlock];  // or converted to float (see accumulate_rows)
   std::vector<acc_t> converted;
-  std::vector<acc_t> dots;       // dots[i * k + j]: output j of row i
+  std::vector<acc_t> dots;       // one row's k dot products
   std::vector<acc_t> residuals;  // residuals[j * kRowBlock + i]: output j of row i
   std::vector<acc_t> bias_sums;  // per output: sum of its residuals
   std::vector<acc_t> losses;     // per output: sum of half its squared residuals
@@ -66,19 +66,11 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
   acc_t* residuals = block.residuals.data();
   acc_t* bias_sums = block.bias_sums.data();
   acc_t* losses = block.losses.data();
-  acc_t* row_dots[cpu::kRowBlock];
-  for (int64_t i = 0; i < count; ++i) row_dots[i] = dots + i * k;
-  // With four outputs or more, rows in pairs: each weight vector is loaded once
-  // for both. (Fewer outputs gained nothing from it: one row at a time measured faster.)
-  int64_t first = 0;
-  if (k >= 4) {
-    for (; first + 2 <= count; first += 2) cpu::dot_all_rows<2>(x + first, W, d, k, row_dots + first);
-  }
-  for (; first < count; ++first) cpu::dot_all_rows<1>(x + first, W, d, k, row_dots + first);
   for (int64_t i = 0; i < count; ++i) {
+    cpu::dot_all_rows(x[i], W, d, k, dots);
     const scalar_t* y = batch.y + block.row_ids[i] * k;
     for (int64_t j = 0; j < k; ++j) {
-      const acc_t r = row_dots[i][j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
+      const acc_t r = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
       residuals[j * cpu::kRowBlock + i] = r;
       bias_sums[j] += r;
       losses[j] += acc_t(0.5) * r * r;
@@ -149,7 +141,7 @@ void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, c
       default: break;
     }
   }
-  block.dots.resize(static_cast<size_t>(kRowBlock * k));
+  block.dots.resize(static_cast<size_t>(k));
   block.residuals.resize(static_cast<size_t>(k * kRowBlock));
   block.bias_sums.resize(static_cast<size_t>(k));
   block.losses.assign(static_cast<size_t>(k), acc_t(0));

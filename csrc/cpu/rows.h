@@ -147,61 +147,37 @@ inline acc_t lane_sum(const Vectorized<acc_t>& v) {
   return sum;
 }
 
-// out[r][j] = dot(x[r], w + j * len) for NR rows x[r] and NB = 1, 2 or 4
-// consecutive weight rows, reading each x[r] once and each weight vector once
-// for all NR rows. Each dot product is a chain of dependent FMAs whose latency,
-// one row at a time, set the pace of the multi-output kernels; NR rows keep NR
-// times as many chains in flight. Every row's sums take the same operations in
-// the same order whatever NR is, so the bits do not depend on it.
-template <int NR, int NB, typename scalar_t, typename acc_t>
-inline void dot_rows(const scalar_t* const* x, const acc_t* w, int64_t len, acc_t* const* out) {
+// out[j] = dot(x, w + j * len) for NB = 1, 2 or 4 consecutive weight rows, reading x once.
+template <int NB, typename scalar_t, typename acc_t>
+inline void dot_rows(const scalar_t* x, const acc_t* w, int64_t len, acc_t* out) {
   using Vec = Vectorized<acc_t>;
-  Vec acc[NR][NB];
-  for (int r = 0; r < NR; ++r) {
-    for (int j = 0; j < NB; ++j) acc[r][j] = Vec(acc_t(0));
-  }
+  Vec acc[NB];
+  for (int j = 0; j < NB; ++j) acc[j] = Vec(acc_t(0));
   int64_t d = 0;
   for (; d + Vec::size() <= len; d += Vec::size()) {
-    Vec xv[NR];
-    for (int r = 0; r < NR; ++r) xv[r] = load_vec<acc_t>(x[r] + d);
-    for (int j = 0; j < NB; ++j) {
-      const Vec wv = Vec::loadu(w + j * len + d);
-      for (int r = 0; r < NR; ++r) acc[r][j] = at::vec::fmadd(xv[r], wv, acc[r][j]);
-    }
+    const Vec xv = load_vec<acc_t>(x + d);
+    for (int j = 0; j < NB; ++j) acc[j] = at::vec::fmadd(xv, Vec::loadu(w + j * len + d), acc[j]);
   }
-  for (int r = 0; r < NR; ++r) {
-    if (d > 0) {
-      lane_sums(acc[r], out[r]);
-    } else {
-      std::fill(out[r], out[r] + NB, acc_t(0));  // rows shorter than a vector (the book's two features)
-    }
-    for (int j = 0; j < NB; ++j) {
-      for (int64_t t = d; t < len; ++t) out[r][j] += static_cast<acc_t>(x[r][t]) * w[j * len + t];
-    }
+  if (d > 0) {
+    lane_sums(acc, out);
+  } else {
+    std::fill(out, out + NB, acc_t(0));  // rows shorter than a vector (the book's two features)
+  }
+  for (int j = 0; j < NB; ++j) {
+    for (int64_t t = d; t < len; ++t) out[j] += static_cast<acc_t>(x[t]) * w[j * len + t];
   }
 }
 
-// out[r][j] = dot(x[r], w_j) for NR rows and every row j < rows of w, in blocks of four weight rows.
-template <int NR, typename scalar_t, typename acc_t>
-inline void dot_all_rows(const scalar_t* const* x, const acc_t* w, int64_t len, int64_t rows, acc_t* const* out) {
-  acc_t* out_j[NR];
-  const auto at_output = [&](int64_t j) {
-    for (int r = 0; r < NR; ++r) out_j[r] = out[r] + j;
-    return out_j;
-  };
-  int64_t j = 0;
-  for (; j + 4 <= rows; j += 4) dot_rows<NR, 4>(x, w + j * len, len, at_output(j));
-  if (rows - j >= 2) {
-    dot_rows<NR, 2>(x, w + j * len, len, at_output(j));
-    j += 2;
-  }
-  if (rows - j == 1) dot_rows<NR, 1>(x, w + j * len, len, at_output(j));
-}
-
-// out[j] = dot(x, w_j) for every row j < rows of w.
+// out[j] = dot(x, w_j) for every row j < rows of w, in blocks of four rows.
 template <typename scalar_t, typename acc_t>
 inline void dot_all_rows(const scalar_t* x, const acc_t* w, int64_t len, int64_t rows, acc_t* out) {
-  dot_all_rows<1>(&x, w, len, rows, &out);
+  int64_t j = 0;
+  for (; j + 4 <= rows; j += 4) dot_rows<4>(x, w + j * len, len, out + j);
+  if (rows - j >= 2) {
+    dot_rows<2>(x, w + j * len, len, out + j);
+    j += 2;
+  }
+  if (rows - j == 1) dot_rows<1>(x, w + j * len, len, out + j);
 }
 
 // sum += scale[0] * rows[0] + scale[1] * rows[1] + ... (each element in row
