@@ -629,8 +629,8 @@ bool read_step_hyper(PyObject* const* args, SgdHyper& hyper) {
 constexpr int64_t kGilReleaseElements = int64_t{1} << 16;
 
 // Runs an in-place fused op, `call(weight, bias, momentum)`, with the momentum
-// buffers of `state` (args: X, y, weight, bias, ...), under no_grad and
-// without the GIL; keeps the new buffers of a first step in `state` once the
+// buffers of `state` (args: X, y, weight, bias, ...), under no_grad (and,
+// for a large X, without the GIL); keeps the new buffers of a first step in `state` once the
 // op succeeded (fused_step.py's _with_momentum_state).
 template <typename Call>
 PyObject* call_with_momentum_state(PyObject* const* args, PyObject* state, double momentum_factor, Call&& call) {
