@@ -42,7 +42,7 @@ struct BlockScratch {
   const scalar_t* x[cpu::kRowBlock];  // the block's rows where they lie
   const acc_t* x_acc[cpu::kRowBlock];  // or converted to float (see accumulate_rows)
   std::vector<acc_t> converted;
-  std::vector<acc_t> dots;       // one row's k dot products
+  std::vector<acc_t> dots;       // dots[i * k + j]: output j of the block's row i
   std::vector<acc_t> residuals;  // residuals[j * kRowBlock + i]: output j of row i
   std::vector<acc_t> bias_sums;  // per output: sum of its residuals
   std::vector<acc_t> losses;     // per output: sum of half its squared residuals
@@ -66,11 +66,15 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
   acc_t* residuals = block.residuals.data();
   acc_t* bias_sums = block.bias_sums.data();
   acc_t* losses = block.losses.data();
-  for (int64_t i = 0; i < count; ++i) {
-    cpu::dot_all_rows(x[i], W, d, k, dots);
+  // Rows in pairs: the weights are read once per pair, and the pair's dot
+  // products are independent chains of FMAs for the core to overlap.
+  int64_t i = 0;
+  for (; i + 2 <= count; i += 2) cpu::dot_all_rows<2>(x + i, W, d, k, dots + i * k, k);
+  if (i < count) cpu::dot_all_rows(x[i], W, d, k, dots + i * k);
+  for (i = 0; i < count; ++i) {
     const scalar_t* y = batch.y + block.row_ids[i] * k;
     for (int64_t j = 0; j < k; ++j) {
-      const acc_t r = dots[j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
+      const acc_t r = dots[i * k + j] + (b ? b[j] : acc_t(0)) - static_cast<acc_t>(y[j]);
       residuals[j * cpu::kRowBlock + i] = r;
       bias_sums[j] += r;
       losses[j] += acc_t(0.5) * r * r;
@@ -79,9 +83,25 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
   cpu::add_outer_products(x, residuals, count, d, k, sums, layout.per_output());
 }
 
+// How many rows ahead rows are prefetched (by the one-output path and the epoch's
+// row copies). With one output the arithmetic per row is so short that the
+// hardware prefetcher alone left the step's read at 86-90% of X.amax()'s rate
+// (2 threads); 4-16 rows ahead measured 92-101%.
+constexpr int64_t kPrefetchRows = 8;
+
+// Asks for the cache lines of the batch's i-th row.
+template <typename scalar_t>
+inline void prefetch_row(const Batch<scalar_t>& batch, int64_t i, int64_t d) {
+  const int64_t row = batch.rows ? batch.rows[i] : i;
+  const char* bytes = reinterpret_cast<const char*>(batch.X + row * d);
+  for (int64_t offset = 0; offset < d * static_cast<int64_t>(sizeof(scalar_t)); offset += 64) {
+    __builtin_prefetch(bytes + offset);
+  }
+}
+
 // a * b + c as the compiled general path rounds it: the compiler contracts
 // that expression into one fused multiply-add (one rounding) where the build
-// targets FMA, but not everywhere (the short path below lost it in a loop).
+// targets FMA, but not everywhere (the one-output path below lost it in a loop).
 template <typename T>
 inline T multiply_add(T a, T b, T c) {
 #ifdef __FMA__
@@ -91,37 +111,85 @@ inline T multiply_add(T a, T b, T c) {
 #endif
 }
 
-// accumulate_rows for float sums of one output and D < 5 features, fewer than a
-// vector holds (the book's model): every sum stays in a register from row to row, where the
-// general path keeps them in memory per block of rows. Each sum takes the same
-// operations in the same order as there (the scalar tails of the dot product
-// and of the outer products), so the bits are the same.
-template <int D, typename scalar_t, typename acc_t>
-void accumulate_short_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const acc_t* W, const acc_t* b,
-                           acc_t* sums) {
-  acc_t w[D], grad[D];
-  for (int c = 0; c < D; ++c) {
-    w[c] = W[c];
-    grad[c] = sums[c];
+// accumulate_rows for float sums of one output whose features are NV full
+// vectors (up to eight) and a tail shorter than a vector: kTail features, or
+// d - NV * size where kTail < 0 (a compile-time tail lets the book's two features
+// live in registers). Every sum stays in a register from row to row, and each row
+// goes straight into its dot product and then, still in L1, into the gradient;
+// the general path keeps the sums in memory per block of rows and spent more on
+// those blocks' loads, stores and loop control than on the arithmetic. Each sum
+// takes the general path's operations in its order (vector lanes, the lane-sum
+// tree, then the scalar tails), so the bits are the same.
+template <int NV, int kTail, typename scalar_t, typename acc_t>
+void accumulate_one_output(const Batch<scalar_t>& batch, int64_t begin, int64_t end, int64_t d, const acc_t* W,
+                           const acc_t* b, acc_t* sums) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  constexpr int64_t vector_columns = NV * Vec::size();
+  const int64_t tail = kTail >= 0 ? kTail : d - vector_columns;
+  Vec grad[std::max(NV, 1)];
+  acc_t tail_weight[Vec::size()], tail_grad[Vec::size()];
+  for (int v = 0; v < NV; ++v) grad[v] = Vec::loadu(sums + v * Vec::size());
+  for (int64_t c = 0; c < tail; ++c) {
+    tail_weight[c] = W[vector_columns + c];
+    tail_grad[c] = sums[vector_columns + c];
   }
   const acc_t bias = b ? b[0] : acc_t(0);
-  acc_t bias_sum = sums[D];
+  acc_t bias_sum = sums[d];
   acc_t half_squares = 0;
   for (int64_t i = begin; i < end; ++i) {
     const int64_t row = batch.rows ? batch.rows[i] : i;
-    const scalar_t* x = batch.X + row * D;
+    const scalar_t* x = batch.X + row * d;
+    const scalar_t* x_tail = x + vector_columns;
+    if (NV > 0 && i + kPrefetchRows < end) prefetch_row(batch, i + kPrefetchRows, d);
     acc_t dot = 0;
-    for (int c = 0; c < D; ++c) dot = multiply_add(static_cast<acc_t>(x[c]), w[c], dot);
+    if constexpr (NV > 0) {
+      Vec dots(acc_t(0));
+      for (int v = 0; v < NV; ++v) {
+        dots = at::vec::fmadd(cpu::load_vec<acc_t>(x + v * Vec::size()), Vec::loadu(W + v * Vec::size()), dots);
+      }
+      dot = cpu::lane_sum(dots);
+    }
+    for (int64_t c = 0; c < tail; ++c) dot = multiply_add(static_cast<acc_t>(x_tail[c]), tail_weight[c], dot);
     const acc_t r = dot + bias - static_cast<acc_t>(batch.y[row]);
     bias_sum += r;
     half_squares = multiply_add(acc_t(0.5) * r, r, half_squares);
-    for (int c = 0; c < D; ++c) grad[c] = multiply_add(r, static_cast<acc_t>(x[c]), grad[c]);
+    const Vec scale(r);
+    for (int v = 0; v < NV; ++v) grad[v] = at::vec::fmadd(scale, cpu::load_vec<acc_t>(x + v * Vec::size()), grad[v]);
+    for (int64_t c = 0; c < tail; ++c) tail_grad[c] = multiply_add(r, static_cast<acc_t>(x_tail[c]), tail_grad[c]);
   }
-  for (int c = 0; c < D; ++c) sums[c] = grad[c];
-  sums[D] = bias_sum;
+  for (int v = 0; v < NV; ++v) grad[v].store(sums + v * Vec::size());
+  for (int64_t c = 0; c < tail; ++c) sums[vector_columns + c] = tail_grad[c];
+  sums[d] = bias_sum;
   acc_t loss = 0;  // as accumulate_rows adds its outputs' losses
   loss += half_squares;
-  sums[D + 1] += loss;
+  sums[d + 1] += loss;
+}
+
+// accumulate_rows for one output and float sums where a register-resident path
+// fits d (the book's few features, or up to eight vectors); false where the
+// general path must run.
+template <typename scalar_t, typename acc_t>
+bool accumulate_one_output_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, int64_t d,
+                                const acc_t* W, const acc_t* b, acc_t* sums) {
+  switch (d / at::vec::Vectorized<acc_t>::size()) {
+    case 0:
+      switch (d) {
+        case 1: return accumulate_one_output<0, 1>(batch, begin, end, d, W, b, sums), true;
+        case 2: return accumulate_one_output<0, 2>(batch, begin, end, d, W, b, sums), true;
+        case 3: return accumulate_one_output<0, 3>(batch, begin, end, d, W, b, sums), true;
+        case 4: return accumulate_one_output<0, 4>(batch, begin, end, d, W, b, sums), true;
+        default: return false;
+      }
+    case 1: return accumulate_one_output<1, -1>(batch, begin, end, d, W, b, sums), true;
+    case 2: return accumulate_one_output<2, -1>(batch, begin, end, d, W, b, sums), true;
+    case 3: return accumulate_one_output<3, -1>(batch, begin, end, d, W, b, sums), true;
+    case 4: return accumulate_one_output<4, -1>(batch, begin, end, d, W, b, sums), true;
+    case 5: return accumulate_one_output<5, -1>(batch, begin, end, d, W, b, sums), true;
+    case 6: return accumulate_one_output<6, -1>(batch, begin, end, d, W, b, sums), true;
+    case 7: return accumulate_one_output<7, -1>(batch, begin, end, d, W, b, sums), true;
+    case 8: return accumulate_one_output<8, -1>(batch, begin, end, d, W, b, sums), true;
+    default: return false;
+  }
 }
 
 template <typename scalar_t, typename acc_t>
@@ -131,17 +199,11 @@ void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, c
   const int64_t d = layout.features, k = layout.outputs;
   // Not for float64: there the compiled general path rounds these sums one way
   // in some rows and the other in others (its loops were vectorised in part),
-  // which the short path would not reproduce bit for bit.
-  if (std::is_same_v<acc_t, float> && k == 1 && d < at::vec::Vectorized<acc_t>::size()) {
-    switch (d) {
-      case 1: return accumulate_short_rows<1>(batch, begin, end, W, b, sums);
-      case 2: return accumulate_short_rows<2>(batch, begin, end, W, b, sums);
-      case 3: return accumulate_short_rows<3>(batch, begin, end, W, b, sums);
-      case 4: return accumulate_short_rows<4>(batch, begin, end, W, b, sums);
-      default: break;
-    }
+  // which the paths for one output would not reproduce bit for bit.
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (k == 1 && accumulate_one_output_rows(batch, begin, end, d, W, b, sums)) return;
   }
-  block.dots.resize(static_cast<size_t>(k));
+  block.dots.resize(static_cast<size_t>(k * kRowBlock));
   block.residuals.resize(static_cast<size_t>(k * kRowBlock));
   block.bias_sums.resize(static_cast<size_t>(k));
   block.losses.assign(static_cast<size_t>(k), acc_t(0));
@@ -264,7 +326,6 @@ constexpr int64_t kGatherMinBytes = 8 << 20;     // smaller X is read in place
 constexpr int64_t kGatherBlockBytes = 512 << 10;  // rows copied per block: within L2
 constexpr int64_t kGatherSlots = 3;               // blocks copied ahead of the steps, at most
 constexpr int64_t kGatherGrain = 64;              // rows a thread claims at a time
-constexpr int64_t kPrefetchRows = 8;              // how far ahead a row is prefetched
 
 // Whether X is worth gathering: large, minibatches that fit a block, rows not already in order.
 inline bool gathers_rows(const at::Tensor& X, const int64_t* ids, int64_t total_rows, int64_t batch_size) {

@@ -147,37 +147,56 @@ inline acc_t lane_sum(const Vectorized<acc_t>& v) {
   return sum;
 }
 
-// out[j] = dot(x, w + j * len) for NB = 1, 2 or 4 consecutive weight rows, reading x once.
-template <int NB, typename scalar_t, typename acc_t>
-inline void dot_rows(const scalar_t* x, const acc_t* w, int64_t len, acc_t* out) {
+// out[r * out_stride + j] = dot(x[r], w + j * len) for R rows and NB = 1, 2 or 4
+// consecutive weight rows: each row's vector is loaded once for the NB outputs
+// and each weight vector once for the R rows.
+template <int R, int NB, typename scalar_t, typename acc_t>
+inline void dot_rows(const scalar_t* const* x, const acc_t* w, int64_t len, acc_t* out, int64_t out_stride) {
   using Vec = Vectorized<acc_t>;
-  Vec acc[NB];
-  for (int j = 0; j < NB; ++j) acc[j] = Vec(acc_t(0));
+  Vec acc[R][NB];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < NB; ++j) acc[r][j] = Vec(acc_t(0));
+  }
   int64_t d = 0;
   for (; d + Vec::size() <= len; d += Vec::size()) {
-    const Vec xv = load_vec<acc_t>(x + d);
-    for (int j = 0; j < NB; ++j) acc[j] = at::vec::fmadd(xv, Vec::loadu(w + j * len + d), acc[j]);
+    Vec wv[NB];
+    for (int j = 0; j < NB; ++j) wv[j] = Vec::loadu(w + j * len + d);
+    for (int r = 0; r < R; ++r) {
+      const Vec xv = load_vec<acc_t>(x[r] + d);
+      for (int j = 0; j < NB; ++j) acc[r][j] = at::vec::fmadd(xv, wv[j], acc[r][j]);
+    }
   }
-  if (d > 0) {
-    lane_sums(acc, out);
-  } else {
-    std::fill(out, out + NB, acc_t(0));  // rows shorter than a vector (the book's two features)
-  }
-  for (int j = 0; j < NB; ++j) {
-    for (int64_t t = d; t < len; ++t) out[j] += static_cast<acc_t>(x[t]) * w[j * len + t];
+  for (int r = 0; r < R; ++r) {
+    acc_t* row_out = out + r * out_stride;
+    if (d > 0) {
+      lane_sums(acc[r], row_out);
+    } else {
+      std::fill(row_out, row_out + NB, acc_t(0));  // rows shorter than a vector (the book's two features)
+    }
+    for (int j = 0; j < NB; ++j) {
+      for (int64_t t = d; t < len; ++t) row_out[j] += static_cast<acc_t>(x[r][t]) * w[j * len + t];
+    }
   }
 }
 
-// out[j] = dot(x, w_j) for every row j < rows of w, in blocks of four rows.
-template <typename scalar_t, typename acc_t>
-inline void dot_all_rows(const scalar_t* x, const acc_t* w, int64_t len, int64_t rows, acc_t* out) {
+// out[r * out_stride + j] = dot(x[r], w_j) for R rows and every row j < rows of w,
+// in blocks of four weight rows.
+template <int R, typename scalar_t, typename acc_t>
+inline void dot_all_rows(const scalar_t* const* x, const acc_t* w, int64_t len, int64_t rows, acc_t* out,
+                         int64_t out_stride) {
   int64_t j = 0;
-  for (; j + 4 <= rows; j += 4) dot_rows<4>(x, w + j * len, len, out + j);
+  for (; j + 4 <= rows; j += 4) dot_rows<R, 4>(x, w + j * len, len, out + j, out_stride);
   if (rows - j >= 2) {
-    dot_rows<2>(x, w + j * len, len, out + j);
+    dot_rows<R, 2>(x, w + j * len, len, out + j, out_stride);
     j += 2;
   }
-  if (rows - j == 1) dot_rows<1>(x, w + j * len, len, out + j);
+  if (rows - j == 1) dot_rows<R, 1>(x, w + j * len, len, out + j, out_stride);
+}
+
+// out[j] = dot(x, w_j) for every row j < rows of w.
+template <typename scalar_t, typename acc_t>
+inline void dot_all_rows(const scalar_t* x, const acc_t* w, int64_t len, int64_t rows, acc_t* out) {
+  dot_all_rows<1>(&x, w, len, rows, out, 0);
 }
 
 // sum += scale[0] * rows[0] + scale[1] * rows[1] + ... (each element in row
