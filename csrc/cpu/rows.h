@@ -233,16 +233,18 @@ constexpr int64_t kRowBlock = 8;
 
 // The outer-product update below, on NJ outputs by NV vectors of columns from
 // `col`: NJ x NV sums stay in registers across the block's rows, and each row's
-// vectors are loaded once for all NJ outputs.
-template <int NJ, int NV, typename scalar_t, typename acc_t>
+// vectors are loaded once for all NJ outputs. kRows > 0 fixes the row count at
+// compile time (a full block), so that the row loop unrolls.
+template <int NJ, int NV, int kRows, typename scalar_t, typename acc_t>
 inline void add_outer_tile(const scalar_t* const* rows, const acc_t* scales, int64_t count, int64_t col, acc_t* sums,
                            int64_t stride) {
   using Vec = Vectorized<acc_t>;
+  const int64_t row_count = kRows > 0 ? kRows : count;
   Vec acc[NJ][NV];
   for (int j = 0; j < NJ; ++j) {
     for (int v = 0; v < NV; ++v) acc[j][v] = Vec::loadu(sums + j * stride + col + v * Vec::size());
   }
-  for (int64_t i = 0; i < count; ++i) {
+  for (int64_t i = 0; i < row_count; ++i) {
     Vec x[NV];
     for (int v = 0; v < NV; ++v) x[v] = load_vec<acc_t>(rows[i] + col + v * Vec::size());
     for (int j = 0; j < NJ; ++j) {
@@ -260,10 +262,23 @@ inline void add_outer_columns(const scalar_t* const* rows, const acc_t* scales, 
                               acc_t* sums, int64_t stride) {
   using Vec = Vectorized<acc_t>;
   int64_t col = 0;
-  for (; col + 2 * Vec::size() <= len; col += 2 * Vec::size()) {
-    add_outer_tile<NJ, 2>(rows, scales, count, col, sums, stride);
+  if (count == kRowBlock) {
+    // Three vectors by four outputs: 12 independent FMA chains, enough to keep
+    // both FMA units busy through each FMA's latency (8 were not).
+    for (; col + 3 * Vec::size() <= len; col += 3 * Vec::size()) {
+      add_outer_tile<NJ, 3, kRowBlock>(rows, scales, count, col, sums, stride);
+    }
+    for (; col + 2 * Vec::size() <= len; col += 2 * Vec::size()) {
+      add_outer_tile<NJ, 2, kRowBlock>(rows, scales, count, col, sums, stride);
+    }
+  } else {
+    for (; col + 2 * Vec::size() <= len; col += 2 * Vec::size()) {
+      add_outer_tile<NJ, 2, 0>(rows, scales, count, col, sums, stride);
+    }
   }
-  for (; col + Vec::size() <= len; col += Vec::size()) add_outer_tile<NJ, 1>(rows, scales, count, col, sums, stride);
+  for (; col + Vec::size() <= len; col += Vec::size()) {
+    add_outer_tile<NJ, 1, 0>(rows, scales, count, col, sums, stride);
+  }
   for (int j = 0; j < NJ; ++j) {
     for (int64_t c = col; c < len; ++c) {
       acc_t sum = sums[j * stride + c];
