@@ -166,6 +166,9 @@ inline void dot_rows(const scalar_t* const* x, const acc_t* w, int64_t len, acc_
       for (int j = 0; j < NB; ++j) acc[r][j] = at::vec::fmadd(xv, wv[j], acc[r][j]);
     }
   }
+  // Unrolled, so that acc[r] is named at compile time and the accumulators are
+  // reduced from registers (a loop over r kept them on the stack).
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     acc_t* row_out = out + r * out_stride;
     if (d > 0) {
@@ -173,6 +176,9 @@ inline void dot_rows(const scalar_t* const* x, const acc_t* w, int64_t len, acc_
     } else {
       std::fill(row_out, row_out + NB, acc_t(0));  // rows shorter than a vector (the book's two features)
     }
+  }
+  for (int r = 0; r < R; ++r) {
+    acc_t* row_out = out + r * out_stride;
     for (int j = 0; j < NB; ++j) {
       for (int64_t t = d; t < len; ++t) row_out[j] += static_cast<acc_t>(x[r][t]) * w[j * len + t];
     }
