@@ -202,6 +202,24 @@ def test_grad_returns_plain_tensors_and_the_op_refuses_backward(device, generato
         loss.backward()
 
 
+# (n, d): one chunk of rows, and with d = 64 as many chunks for k outputs as for k + 1.
+@pytest.mark.parametrize(("n", "d"), [(250, 8), (250, 24), (250, 64), (5000, 64)], ids=lambda v: str(v))
+@pytest.mark.parametrize("k", [4, 16])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_outputs_in_fours_keep_the_general_paths_bits(n, d, k, bias, generator):
+    """float32 rows with outputs in fours and features in whole vectors take their own CPU path;
+    with one output more they take the general one. Each output's gradient sums are its own (and
+    both shapes split the rows into the same chunks), so the first k outputs' gradients must be
+    bitwise the same either way."""
+    X, y, weight, b = make_problem(n, d, k + 1, generator=generator, bias=bias)
+    _, grad_weight, grad_bias = fused_linreg.linreg_grad(X, y, weight, b)
+    _, grad_weight_fours, grad_bias_fours = fused_linreg.linreg_grad(
+        X, y[:, :k].contiguous(), weight[:k].contiguous(), b[:k].contiguous() if bias else None)
+    assert_bitwise_equal(grad_weight_fours, grad_weight[:k].contiguous(), "grad_weight")
+    if bias:
+        assert_bitwise_equal(grad_bias_fours, grad_bias[:k].contiguous(), "grad_bias")
+
+
 def test_step_equals_grad_then_sgd(device, generator):
     """linreg_grad + sgd_ is the unfused form of linreg_step_ (what data-parallel training does)."""
     X, y, weight, bias = make_problem(200, 6, 2, generator=generator, device=device)

@@ -150,10 +150,10 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
   cpu::add_outer_products(x, residuals, count, d, k, sums, layout.per_output());
 }
 
-// How many rows ahead rows are prefetched (by the one-output path, the block
-// path with few outputs, and the epoch's row copies). With one output the arithmetic per row is so short that the
-// hardware prefetcher alone left the step's read at 86-90% of X.amax()'s rate
-// (2 threads); 4-16 rows ahead measured 92-101%.
+// How many rows ahead rows are prefetched (by the one-output path and the
+// epoch's row copies). With one output the arithmetic per row is so short that
+// the hardware prefetcher alone left the step's read at 86-90% of X.amax()'s
+// rate (2 threads); 4-16 rows ahead measured 92-101%.
 constexpr int64_t kPrefetchRows = 8;
 
 // Asks for the cache lines of the batch's i-th row.
@@ -247,38 +247,110 @@ bool accumulate_one_output_rows(const Batch<scalar_t>& batch, int64_t begin, int
   }
 }
 
+// Asks for the rows of the block after [first, first + count) when there are few
+// outputs: then a row's arithmetic is short enough that the hardware prefetcher
+// fell behind on the general path (1M x 64 -> 4: 33 -> 29 ms on one thread with
+// the next block's rows asked for); with 16 outputs it measured no gain, and on
+// the four-output path neither did asking 1-5 blocks or 12-48 rows ahead.
+template <typename scalar_t>
+inline void prefetch_next_block(const Batch<scalar_t>& batch, int64_t first, int64_t count, int64_t end, int64_t d,
+                                int64_t k) {
+  if (k > 4) return;
+  for (int64_t i = first + count; i < std::min(end, first + 2 * count); ++i) prefetch_row(batch, i, d);
+}
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// Rows per block of the path below: four groups of three for the dot products,
+// and each gradient sum loaded and stored once per 12 rows.
+constexpr int64_t kBlockByFour = 12;
+
+// accumulate_block for float rows, outputs in fours and features in whole
+// vectors (the 4- and 16-output steps), on kRows rows (> 0: a full block, so
+// that the gradient tiles unroll) or `count`. Every sum takes the general
+// path's operations in its order, so the bits are the same; the bookkeeping
+// is lighter: the dot products turn into residuals in place, a row's four
+// outputs in one SSE register, with no second buffer and no transposition.
+template <int kRows>
+void accumulate_block_by_four(const Batch<float>& batch, const float* const* x, const int64_t* row_ids,
+                              int64_t count, const ParamSums& layout, const float* W, const float* b, float* sums,
+                              BlockScratch<float, float>& block) {
+  const int64_t d = layout.features, k = layout.outputs, rows = kRows > 0 ? kRows : count;
+  float* residuals = block.residuals.data();  // residuals[i * k + j]: output j of row i
+  int64_t i = 0;
+  for (; i + 3 <= rows; i += 3) cpu::dot_all_rows<3>(x + i, W, d, k, residuals + i * k, k);
+  if (rows - i == 2) cpu::dot_all_rows<2>(x + i, W, d, k, residuals + i * k, k);
+  if (rows - i == 1) cpu::dot_all_rows(x[i], W, d, k, residuals + i * k);
+  const __m128 half = _mm_set1_ps(0.5f);
+  for (int64_t j = 0; j < k; j += 4) {
+    const __m128 bias = b ? _mm_loadu_ps(b + j) : _mm_setzero_ps();
+    __m128 bias_sum = _mm_loadu_ps(block.bias_sums.data() + j);
+    __m128 loss = _mm_loadu_ps(block.losses.data() + j);
+    for (i = 0; i < rows; ++i) {
+      float* residual = residuals + i * k + j;
+      const __m128 y = _mm_loadu_ps(batch.y + row_ids[i] * k + j);
+      const __m128 r = _mm_sub_ps(_mm_add_ps(_mm_loadu_ps(residual), bias), y);
+      bias_sum = _mm_add_ps(bias_sum, r);
+      loss = _mm_fmadd_ps(_mm_mul_ps(half, r), r, loss);
+      _mm_storeu_ps(residual, r);
+    }
+    _mm_storeu_ps(block.bias_sums.data() + j, bias_sum);
+    _mm_storeu_ps(block.losses.data() + j, loss);
+  }
+  for (int64_t j = 0; j < k; j += 4) {
+    cpu::add_outer_vectors<4, kRows>(x, residuals + j, 1, k, rows, d, sums + j * layout.per_output(),
+                                     layout.per_output());
+  }
+}
+#endif
+
+// accumulate_rows' blocks through accumulate_block_by_four where that path
+// fits (float rows, outputs in fours, features in whole vectors, an AVX2 or
+// AVX-512 build); false where the general path must run.
 template <typename scalar_t, typename acc_t>
-void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const ParamSums& layout,
-                     const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
+bool accumulate_blocks_by_four(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const ParamSums& layout,
+                               const acc_t* W, const acc_t* b, BlockScratch<scalar_t, acc_t>& block, acc_t* sums) {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t d = layout.features, k = layout.outputs;
+    if (k % 4 != 0 || d % at::vec::Vectorized<float>::size() != 0) return false;
+    block.residuals.resize(static_cast<size_t>(k * kBlockByFour));
+    int64_t row_ids[kBlockByFour];
+    const float* x[kBlockByFour];
+    for (int64_t first = begin; first < end; first += kBlockByFour) {
+      const int64_t count = std::min(kBlockByFour, end - first);
+      prefetch_next_block(batch, first, count, end, d, k);
+      for (int64_t i = 0; i < count; ++i) {
+        row_ids[i] = batch.rows ? batch.rows[first + i] : first + i;
+        x[i] = batch.X + row_ids[i] * d;
+      }
+      if (count == kBlockByFour) {
+        accumulate_block_by_four<kBlockByFour>(batch, x, row_ids, count, layout, W, b, sums, block);
+      } else {
+        accumulate_block_by_four<0>(batch, x, row_ids, count, layout, W, b, sums, block);
+      }
+    }
+    return true;
+  }
+#endif
+  return false;
+}
+
+// accumulate_rows' blocks on the general path.
+template <typename scalar_t, typename acc_t>
+void accumulate_blocks(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const ParamSums& layout,
+                       const acc_t* W, const acc_t* b, BlockScratch<scalar_t, acc_t>& block, acc_t* sums) {
   using cpu::kRowBlock;
   const int64_t d = layout.features, k = layout.outputs;
-  // Not for float64: there the compiled general path rounds these sums one way
-  // in some rows and the other in others (its loops were vectorised in part),
-  // which the paths for one output would not reproduce bit for bit.
-  if constexpr (std::is_same_v<acc_t, float>) {
-    if (k == 1 && accumulate_one_output_rows(batch, begin, end, d, W, b, sums)) return;
-  }
   block.dots.resize(static_cast<size_t>(k * kRowBlock));
   block.residuals.resize(static_cast<size_t>(k * kRowBlock));
-  block.bias_sums.resize(static_cast<size_t>(k));
-  block.losses.assign(static_cast<size_t>(k), acc_t(0));
-  for (int64_t j = 0; j < k; ++j) block.bias_sums[j] = sums[j * layout.per_output() + d];
   // Half and bfloat16 rows: with one output they are read in place (converted
   // in registers); with several each row is read twice per output group, and
   // converting the block once into float is faster.
   const bool convert_block = !std::is_same_v<scalar_t, acc_t> && k > 1;
   if (convert_block) block.converted.resize(static_cast<size_t>(kRowBlock * d));
-  // With few outputs a row's arithmetic is short enough that the hardware
-  // prefetcher falls behind (1M x 64 -> 4: 33 -> 29 ms on one thread with the
-  // next block's rows asked for); with 16 it measured no gain.
-  const bool prefetch = k <= 4;
   for (int64_t first = begin; first < end; first += kRowBlock) {
     const int64_t count = std::min(kRowBlock, end - first);
-    if (prefetch) {
-      for (int64_t i = first + kPrefetchRows; i < std::min(end, first + kPrefetchRows + count); ++i) {
-        prefetch_row(batch, i, d);
-      }
-    }
+    prefetch_next_block(batch, first, count, end, d, k);
     for (int64_t i = 0; i < count; ++i) {
       block.row_ids[i] = batch.rows ? batch.rows[first + i] : first + i;
       block.x[i] = batch.X + block.row_ids[i] * d;
@@ -293,6 +365,24 @@ void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, c
     } else {
       accumulate_block(batch, block.x, count, layout, W, b, sums, block);
     }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void accumulate_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, const ParamSums& layout,
+                     const acc_t* W, const acc_t* b, acc_t* sums, BlockScratch<scalar_t, acc_t>& block) {
+  const int64_t d = layout.features, k = layout.outputs;
+  // Not for float64: there the compiled general path rounds these sums one way
+  // in some rows and the other in others (its loops were vectorised in part),
+  // which the paths for one output would not reproduce bit for bit.
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (k == 1 && accumulate_one_output_rows(batch, begin, end, d, W, b, sums)) return;
+  }
+  block.bias_sums.resize(static_cast<size_t>(k));
+  block.losses.assign(static_cast<size_t>(k), acc_t(0));
+  for (int64_t j = 0; j < k; ++j) block.bias_sums[j] = sums[j * layout.per_output() + d];
+  if (!accumulate_blocks_by_four(batch, begin, end, layout, W, b, block, sums)) {
+    accumulate_blocks(batch, begin, end, layout, W, b, block, sums);
   }
   acc_t loss = 0;
   for (int64_t j = 0; j < k; ++j) {
@@ -374,8 +464,8 @@ at::opmath_type<scalar_t> step_on_batch(const Batch<scalar_t>& batch, const Mode
                    totals.data() + j * layout.per_output(), layout.features, 1, inv_n, first_step, s);
   }
   if (model.bias) {
-    sgd_update_all(model.bias, momentum ? model.bias_momentum : nullptr, totals.data() + layout.features, layout.outputs,
-                   layout.per_output(), inv_n, first_step, s);
+    sgd_update_all(model.bias, momentum ? model.bias_momentum : nullptr, totals.data() + layout.features,
+                   layout.outputs, layout.per_output(), inv_n, first_step, s);
   }
   return totals[layout.loss()] * inv_n;
 }

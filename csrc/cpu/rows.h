@@ -238,12 +238,13 @@ inline void add_scaled_rows(const acc_t* const* rows, const acc_t* scale, int64_
 constexpr int64_t kRowBlock = 8;
 
 // The outer-product update below, on NJ outputs by NV vectors of columns from
-// `col`: NJ x NV sums stay in registers across the block's rows, and each row's
-// vectors are loaded once for all NJ outputs. kRows > 0 fixes the row count at
+// `col`: NJ x NV sums stay in registers across the rows, and each row's vectors
+// are loaded once for all NJ outputs. The scale of output j in row i is
+// scales[j * output_step + i * row_step]. kRows > 0 fixes the row count at
 // compile time (a full block), so that the row loop unrolls.
 template <int NJ, int NV, int kRows, typename scalar_t, typename acc_t>
-inline void add_outer_tile(const scalar_t* const* rows, const acc_t* scales, int64_t count, int64_t col, acc_t* sums,
-                           int64_t stride) {
+inline void add_outer_tile(const scalar_t* const* rows, const acc_t* scales, int64_t output_step, int64_t row_step,
+                           int64_t count, int64_t col, acc_t* sums, int64_t stride) {
   using Vec = Vectorized<acc_t>;
   const int64_t row_count = kRows > 0 ? kRows : count;
   Vec acc[NJ][NV];
@@ -254,7 +255,7 @@ inline void add_outer_tile(const scalar_t* const* rows, const acc_t* scales, int
     Vec x[NV];
     for (int v = 0; v < NV; ++v) x[v] = load_vec<acc_t>(rows[i] + col + v * Vec::size());
     for (int j = 0; j < NJ; ++j) {
-      const Vec scale(scales[j * kRowBlock + i]);
+      const Vec scale(scales[j * output_step + i * row_step]);
       for (int v = 0; v < NV; ++v) acc[j][v] = at::vec::fmadd(scale, x[v], acc[j][v]);
     }
   }
@@ -263,28 +264,35 @@ inline void add_outer_tile(const scalar_t* const* rows, const acc_t* scales, int
   }
 }
 
+// The columns of add_outer_columns below that fill whole vectors, kRows (> 0)
+// or `count` rows at a time; returns where the rest (shorter than a vector) begins.
+template <int NJ, int kRows, typename scalar_t, typename acc_t>
+inline int64_t add_outer_vectors(const scalar_t* const* rows, const acc_t* scales, int64_t output_step,
+                                 int64_t row_step, int64_t count, int64_t len, acc_t* sums, int64_t stride) {
+  using Vec = Vectorized<acc_t>;
+  int64_t col = 0;
+  if constexpr (kRows > 0) {
+    // Three vectors by NJ outputs: with four, 12 independent FMA chains, enough
+    // to keep both FMA units busy through each FMA's latency (8 were not).
+    for (; col + 3 * Vec::size() <= len; col += 3 * Vec::size()) {
+      add_outer_tile<NJ, 3, kRows>(rows, scales, output_step, row_step, count, col, sums, stride);
+    }
+  }
+  for (; col + 2 * Vec::size() <= len; col += 2 * Vec::size()) {
+    add_outer_tile<NJ, 2, kRows>(rows, scales, output_step, row_step, count, col, sums, stride);
+  }
+  for (; col + Vec::size() <= len; col += Vec::size()) {
+    add_outer_tile<NJ, 1, 0>(rows, scales, output_step, row_step, count, col, sums, stride);
+  }
+  return col;
+}
+
 template <int NJ, typename scalar_t, typename acc_t>
 inline void add_outer_columns(const scalar_t* const* rows, const acc_t* scales, int64_t count, int64_t len,
                               acc_t* sums, int64_t stride) {
-  using Vec = Vectorized<acc_t>;
-  int64_t col = 0;
-  if (count == kRowBlock) {
-    // Three vectors by four outputs: 12 independent FMA chains, enough to keep
-    // both FMA units busy through each FMA's latency (8 were not).
-    for (; col + 3 * Vec::size() <= len; col += 3 * Vec::size()) {
-      add_outer_tile<NJ, 3, kRowBlock>(rows, scales, count, col, sums, stride);
-    }
-    for (; col + 2 * Vec::size() <= len; col += 2 * Vec::size()) {
-      add_outer_tile<NJ, 2, kRowBlock>(rows, scales, count, col, sums, stride);
-    }
-  } else {
-    for (; col + 2 * Vec::size() <= len; col += 2 * Vec::size()) {
-      add_outer_tile<NJ, 2, 0>(rows, scales, count, col, sums, stride);
-    }
-  }
-  for (; col + Vec::size() <= len; col += Vec::size()) {
-    add_outer_tile<NJ, 1, 0>(rows, scales, count, col, sums, stride);
-  }
+  const int64_t col = count == kRowBlock
+                          ? add_outer_vectors<NJ, kRowBlock>(rows, scales, kRowBlock, 1, count, len, sums, stride)
+                          : add_outer_vectors<NJ, 0>(rows, scales, kRowBlock, 1, count, len, sums, stride);
   for (int j = 0; j < NJ; ++j) {
     for (int64_t c = col; c < len; ++c) {
       acc_t sum = sums[j * stride + c];
