@@ -68,6 +68,17 @@ inline T multiply_add(T a, T b, T c) {
 #endif
 }
 
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// One row's residuals for four float outputs, dot + bias - y, added into those
+// outputs' bias and loss sums: each lane takes the scalar loop's operations.
+inline __m128 residuals_by_four(__m128 dots, __m128 bias, __m128 y, __m128& bias_sum, __m128& loss) {
+  const __m128 r = _mm_sub_ps(_mm_add_ps(dots, bias), y);
+  bias_sum = _mm_add_ps(bias_sum, r);
+  loss = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(0.5f), r), r, loss);
+  return r;
+}
+#endif
+
 // The residual loop of accumulate_block below, four float outputs at a time
 // where the build has SSE (each lane takes the scalar loop's operations, so the
 // bits are the same): the scalar loop's per-output work cost a quarter of the
@@ -78,7 +89,6 @@ int64_t add_residuals_by_four(const Batch<scalar_t>& batch, const int64_t* row_i
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<scalar_t, float>) {
     using cpu::kRowBlock;
-    const __m128 half = _mm_set1_ps(0.5f);
     acc_t* residuals = block.residuals.data();
     int64_t j = 0;
     for (; j + 4 <= k; j += 4) {
@@ -86,11 +96,8 @@ int64_t add_residuals_by_four(const Batch<scalar_t>& batch, const int64_t* row_i
       __m128 bias_sum = _mm_loadu_ps(block.bias_sums.data() + j);
       __m128 loss = _mm_loadu_ps(block.losses.data() + j);
       const auto residual = [&](int64_t i) {
-        const __m128 dot = _mm_loadu_ps(dots + i * k + j);
-        const __m128 r = _mm_sub_ps(_mm_add_ps(dot, bias), _mm_loadu_ps(batch.y + row_ids[i] * k + j));
-        bias_sum = _mm_add_ps(bias_sum, r);
-        loss = _mm_fmadd_ps(_mm_mul_ps(half, r), r, loss);
-        return r;
+        return residuals_by_four(_mm_loadu_ps(dots + i * k + j), bias, _mm_loadu_ps(batch.y + row_ids[i] * k + j),
+                                 bias_sum, loss);
       };
       // residuals holds each output's rows together: four rows at a time are
       // transposed in registers into four stores.
@@ -280,7 +287,6 @@ void accumulate_block_by_four(const Batch<float>& batch, const float* const* x, 
   for (; i + 3 <= rows; i += 3) cpu::dot_all_rows<3>(x + i, W, d, k, residuals + i * k, k);
   if (rows - i == 2) cpu::dot_all_rows<2>(x + i, W, d, k, residuals + i * k, k);
   if (rows - i == 1) cpu::dot_all_rows(x[i], W, d, k, residuals + i * k);
-  const __m128 half = _mm_set1_ps(0.5f);
   for (int64_t j = 0; j < k; j += 4) {
     const __m128 bias = b ? _mm_loadu_ps(b + j) : _mm_setzero_ps();
     __m128 bias_sum = _mm_loadu_ps(block.bias_sums.data() + j);
@@ -288,10 +294,7 @@ void accumulate_block_by_four(const Batch<float>& batch, const float* const* x, 
     for (i = 0; i < rows; ++i) {
       float* residual = residuals + i * k + j;
       const __m128 y = _mm_loadu_ps(batch.y + row_ids[i] * k + j);
-      const __m128 r = _mm_sub_ps(_mm_add_ps(_mm_loadu_ps(residual), bias), y);
-      bias_sum = _mm_add_ps(bias_sum, r);
-      loss = _mm_fmadd_ps(_mm_mul_ps(half, r), r, loss);
-      _mm_storeu_ps(residual, r);
+      _mm_storeu_ps(residual, residuals_by_four(_mm_loadu_ps(residual), bias, y, bias_sum, loss));
     }
     _mm_storeu_ps(block.bias_sums.data() + j, bias_sum);
     _mm_storeu_ps(block.losses.data() + j, loss);
