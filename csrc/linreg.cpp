@@ -111,7 +111,17 @@ void check_rows_in_range(const at::Tensor& rows, int64_t num_rows) {
     return;
   }
   const int64_t* ids = rows.const_data_ptr<int64_t>();
-  for (int64_t i = 0; i < rows.numel(); ++i) {
+  // One pass with no branch per index (it vectorises): an index is in range
+  // when neither it nor num_rows - 1 - it is negative, so the sign bit of the
+  // two OR-ed over all indices says whether any is out of range.
+  const int64_t count = rows.numel();
+  const uint64_t last_row = static_cast<uint64_t>(num_rows) - 1;
+  uint64_t signs = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    signs |= static_cast<uint64_t>(ids[i]) | (last_row - static_cast<uint64_t>(ids[i]));
+  }
+  if ((signs >> 63) == 0) return;
+  for (int64_t i = 0; i < count; ++i) {
     TORCH_CHECK(ids[i] >= 0 && ids[i] < num_rows, "fused_linreg.linreg_epoch_: indices[", i, "] = ", ids[i],
                 " is out of range for X with ", num_rows, " rows");
   }

@@ -3,14 +3,16 @@
 // of it in one 64-bit division per row. For the sizes an epoch of small steps
 // has, this draws the same numbers from the same generator state and applies
 // ATen's own shuffle (randperm_cpu below 2^32 / 20 rows: r = 0..n-1, then
-// r[i] swaps with r[i + random() % (n - i)]), with each remainder computed by
-// multiplications; tests compare the result with torch.randperm's.
+// r[i] swaps with r[i + random() % (n - i)]), with the numbers drawn first in
+// one pass and each remainder computed by multiplications; tests compare the
+// result with torch.randperm's.
 #include "shuffle.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/randperm.h>
 
+#include <algorithm>
 #include <mutex>
 #include <numeric>
 #include <utility>
@@ -42,6 +44,36 @@ const std::vector<uint64_t>& divisor_inverses(int64_t n) {
   return inverses;
 }
 
+// engine() for `count` numbers into out, as `count` calls would draw them: the
+// words left in the state tempered in one pass (a loop the compiler vectorises,
+// with no shuffle waiting on it), and the engine's own next_state at a twist.
+void draw_numbers(at::mt19937& engine, uint32_t* out, int64_t count) {
+  at::mt19937_data_pod data = engine.data();
+  int64_t drawn = 0;
+  while (drawn < count) {
+    if (data.left_ == 1) {  // this draw twists the state first
+      engine.set_data(data);
+      out[drawn++] = engine();
+      data = engine.data();
+      continue;
+    }
+    const int64_t run = std::min<int64_t>(data.left_ - 1, count - drawn);
+    const uint32_t* words = data.state_.data() + data.next_;
+    for (int64_t t = 0; t < run; ++t) {
+      uint32_t y = words[t];
+      y ^= y >> 11;
+      y ^= (y << 7) & 0x9d2c5680u;
+      y ^= (y << 15) & 0xefc60000u;
+      y ^= y >> 18;
+      out[drawn + t] = y;
+    }
+    data.left_ -= static_cast<int>(run);
+    data.next_ += static_cast<uint32_t>(run);
+    drawn += run;
+  }
+  engine.set_data(data);
+}
+
 }  // namespace
 
 at::Tensor random_permutation(int64_t n, const std::optional<at::Generator>& generator, at::Device device) {
@@ -51,16 +83,21 @@ at::Tensor random_permutation(int64_t n, const std::optional<at::Generator>& gen
   at::Tensor permutation = at::empty({n}, at::kLong);
   int64_t* rows = permutation.mutable_data_ptr<int64_t>();
   std::iota(rows, rows + n, int64_t{0});
+  if (n < 2) return permutation;
   const std::vector<uint64_t>& inverses = divisor_inverses(n);
+  thread_local std::vector<uint32_t> numbers;
+  numbers.resize(static_cast<size_t>(n - 1));
   auto* source = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
-  const std::lock_guard<std::mutex> lock(source->mutex_);
-  // The engine runs here, inlined: one call into the generator per number cost as much as the shuffle.
-  at::mt19937 engine = source->engine();
+  {
+    const std::lock_guard<std::mutex> lock(source->mutex_);
+    at::mt19937 engine = source->engine();
+    draw_numbers(engine, numbers.data(), n - 1);
+    source->set_engine(engine);
+  }
   for (int64_t i = 0; i + 1 < n; ++i) {
     const uint32_t left = static_cast<uint32_t>(n - i);
-    std::swap(rows[i], rows[i + remainder(engine(), inverses[left], left)]);
+    std::swap(rows[i], rows[i + remainder(numbers[i], inverses[left], left)]);
   }
-  source->set_engine(engine);
   return permutation;
 }
 

@@ -139,6 +139,15 @@ def linreg_epoch_negative_index(device, g):
     return epoch_call(X, y, weight, bias, indices=torch.tensor([0, 1, 2, 3, 4, -1], device=device))
 
 
+@case(RuntimeError, r"fused_linreg\.linreg_epoch_: indices\[16\] = 9223372036854775807 is out of range")
+def linreg_epoch_largest_index(device, g):
+    # Both int64 extremes, after more good indices than one vector of them holds: the first bad one is named.
+    X, y, weight, bias = problem(device, g)
+    indices = torch.cat([torch.arange(12, device=device), torch.arange(4, device=device),
+                         torch.tensor([2**63 - 1, -2**63], device=device)])
+    return epoch_call(X, y, weight, bias, indices=indices)
+
+
 @case(RuntimeError, r"fused_linreg\.linreg_epoch_: indices must be a 1-D int64 tensor, got Int")
 def linreg_epoch_int32_indices(device, g):
     X, y, weight, bias = problem(device, g)
