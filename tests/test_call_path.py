@@ -7,6 +7,7 @@ path, which gives the same results; ``optim.SGD`` keeps its momentum buffers
 between steps and still honours ``load_state_dict``, step hooks and the profiler.
 """
 
+import concurrent.futures
 import copy
 import sys
 
@@ -322,6 +323,21 @@ def test_epoch_default_shuffle_is_torch_randperm(n):
     torch.manual_seed(n)
     assert torch.equal(losses, 0.5 * y[torch.randperm(n)] ** 2)
     assert torch.equal(after, torch.get_rng_state())
+
+
+def test_epoch_default_shuffle_across_sizes_and_threads():
+    """The permutation's memory is kept per thread from epoch to epoch: with sizes that change between epochs and
+    threads that run epochs at once and then end, every epoch still takes torch.randperm's rows."""
+    def epoch_matches_randperm(n, seed):
+        X, y, w = torch.zeros(n, 1), torch.arange(n, dtype=torch.float64).float(), torch.zeros(1, 1)
+        losses = fused_linreg.linreg_epoch_(X, y, w, None, lr=0.0, batch_size=1,
+                                            generator=torch.Generator().manual_seed(seed))
+        return torch.equal(losses, 0.5 * y[torch.randperm(n, generator=torch.Generator().manual_seed(seed))] ** 2)
+
+    assert all(epoch_matches_randperm(n, seed) for seed, n in enumerate([1000, 10, 1000, 1000, 3]))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        assert all(pool.map(epoch_matches_randperm, [500] * 6 + [40] * 6, range(12)))
+    assert all(epoch_matches_randperm(1000, seed) for seed in range(3))
 
 
 def test_fused_step_fast_entries_decline_what_they_do_not_take(generator):
