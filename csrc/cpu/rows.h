@@ -110,10 +110,11 @@ inline void lane_sums<4, float>(const Vectorized<float> (&acc)[4], float* out) {
   const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(acc[0], acc[1]), _mm512_unpackhi_ps(acc[0], acc[1]));
   const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(acc[2], acc[3]), _mm512_unpackhi_ps(acc[2], acc[3]));
   // Each 128-bit lane now holds partial sums of acc[0..3] in that order.
-  __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
-  sums = _mm512_add_ps(sums, _mm512_shuffle_f32x4(sums, sums, 0x4E));
-  sums = _mm512_add_ps(sums, _mm512_shuffle_f32x4(sums, sums, 0xB1));
-  _mm_storeu_ps(out, _mm512_castps512_ps128(sums));
+  const __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
+  // 128-bit lane q + lane q + 2, then lane 0 + lane 1: the halves are extracted
+  // rather than permuted in place, so these adds run at 256 and 128 bits.
+  const __m256 halves = _mm256_add_ps(_mm512_castps512_ps256(sums), _mm512_extractf32x8_ps(sums, 1));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(halves), _mm256_extractf128_ps(halves, 1)));
 #else
   const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(acc[0], acc[1]), _mm256_unpackhi_ps(acc[0], acc[1]));
   const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(acc[2], acc[3]), _mm256_unpackhi_ps(acc[2], acc[3]));
