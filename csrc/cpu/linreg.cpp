@@ -124,6 +124,26 @@ int64_t add_residuals_by_four(const Batch<scalar_t>& batch, const int64_t* row_i
   return 0;
 }
 
+// Rows per group of the block's dot products: the weights are read once per
+// group, and with four outputs its rows make 4 x kDotRows independent chains of
+// FMAs. AVX-512's 32 registers hold four rows' 16 accumulators (single-threaded,
+// 2048 x 64 float rows in L2, the four-output path: 13.2 -> 12.0 ns a row with
+// 4 outputs, 60 -> 44 with 16, against three rows); AVX2's 16 hold three.
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int kDotRows = 4;
+#else
+constexpr int kDotRows = 3;
+#endif
+
+// out[i * k + j] = dot(x[i], W_j) for the block's rows x[0..count) and outputs j < k.
+template <typename row_t, typename acc_t>
+void block_dot_products(const row_t* const* x, int64_t count, const acc_t* W, int64_t d, int64_t k, acc_t* out) {
+  int64_t i = 0;
+  for (; i + kDotRows <= count; i += kDotRows) cpu::dot_all_rows<kDotRows>(x + i, W, d, k, out + i * k, k);
+  for (; i + 2 <= count; i += 2) cpu::dot_all_rows<2>(x + i, W, d, k, out + i * k, k);
+  if (i < count) cpu::dot_all_rows(x[i], W, d, k, out + i * k);
+}
+
 // The residuals of the block's rows x[0..count), their loss and bias sums, and
 // their share of the weight-gradient sums.
 template <typename scalar_t, typename acc_t, typename row_t>
@@ -134,18 +154,13 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
   acc_t* residuals = block.residuals.data();
   acc_t* bias_sums = block.bias_sums.data();
   acc_t* losses = block.losses.data();
-  // Rows in threes: the weights are read once per three rows, and their dot
-  // products with four outputs are 12 independent chains of FMAs.
-  int64_t i = 0;
-  for (; i + 3 <= count; i += 3) cpu::dot_all_rows<3>(x + i, W, d, k, dots + i * k, k);
-  if (count - i == 2) cpu::dot_all_rows<2>(x + i, W, d, k, dots + i * k, k);
-  if (count - i == 1) cpu::dot_all_rows(x[i], W, d, k, dots + i * k);
+  block_dot_products(x, count, W, d, k, dots);
   // Output by output, so that its two sums stay in registers over the block's
   // rows: kept in memory, each row's add waited on the previous row's store.
   for (int64_t j = add_residuals_by_four(batch, block.row_ids, count, k, dots, b, block); j < k; ++j) {
     const acc_t bias = b ? b[j] : acc_t(0);
     acc_t bias_sum = bias_sums[j], loss = losses[j];
-    for (i = 0; i < count; ++i) {
+    for (int64_t i = 0; i < count; ++i) {
       const acc_t r = dots[i * k + j] + bias - static_cast<acc_t>(batch.y[block.row_ids[i] * k + j]);
       residuals[j * cpu::kRowBlock + i] = r;
       bias_sum += r;
@@ -268,21 +283,11 @@ inline void prefetch_next_block(const Batch<scalar_t>& batch, int64_t first, int
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 // Rows per block of the path below: whole groups of rows for the dot products
-// (kDotRowsByFour), and each gradient sum loaded and stored once per 24 rows. Against 12 rows,
+// (kDotRows), and each gradient sum loaded and stored once per 24 rows. Against 12 rows,
 // single-threaded on a cache-resident X: 17.0 -> 15.9 ns a row with 4 outputs,
 // 61 -> 58 with 16. 48 rows gained 1% more with 16 but lost 10% with 4 on 1M rows,
 // where the next block's prefetch (48 rows at once) got ahead of the memory.
 constexpr int64_t kBlockByFour = 24;
-
-// Rows per dot-product group of that path. With AVX-512's 32 registers, four
-// rows by four outputs (16 accumulators) fit and read each weight vector once
-// per four rows: single-threaded on 2048 x 64 rows (in L2), 13.2 -> 12.0 ns a
-// row with 4 outputs and 60 -> 44 with 16. AVX2's 16 registers hold three rows.
-#if defined(CPU_CAPABILITY_AVX512)
-constexpr int kDotRowsByFour = 4;
-#else
-constexpr int kDotRowsByFour = 3;
-#endif
 
 // accumulate_block for float rows, outputs in fours and features in whole
 // vectors (the 4- and 16-output steps), on kRows rows (> 0: a full block, so
@@ -296,17 +301,12 @@ void accumulate_block_by_four(const Batch<float>& batch, const float* const* x, 
                               BlockScratch<float, float>& block) {
   const int64_t d = layout.features, k = layout.outputs, rows = kRows > 0 ? kRows : count;
   float* residuals = block.residuals.data();  // residuals[i * k + j]: output j of row i
-  int64_t i = 0;
-  for (; i + kDotRowsByFour <= rows; i += kDotRowsByFour) {
-    cpu::dot_all_rows<kDotRowsByFour>(x + i, W, d, k, residuals + i * k, k);
-  }
-  for (; i + 2 <= rows; i += 2) cpu::dot_all_rows<2>(x + i, W, d, k, residuals + i * k, k);
-  if (rows - i == 1) cpu::dot_all_rows(x[i], W, d, k, residuals + i * k);
+  block_dot_products(x, rows, W, d, k, residuals);
   for (int64_t j = 0; j < k; j += 4) {
     const __m128 bias = b ? _mm_loadu_ps(b + j) : _mm_setzero_ps();
     __m128 bias_sum = _mm_loadu_ps(block.bias_sums.data() + j);
     __m128 loss = _mm_loadu_ps(block.losses.data() + j);
-    for (i = 0; i < rows; ++i) {
+    for (int64_t i = 0; i < rows; ++i) {
       float* residual = residuals + i * k + j;
       const __m128 y = _mm_loadu_ps(batch.y + row_ids[i] * k + j);
       _mm_storeu_ps(residual, residuals_by_four(_mm_loadu_ps(residual), bias, y, bias_sum, loss));
