@@ -202,12 +202,15 @@ def test_grad_returns_plain_tensors_and_the_op_refuses_backward(device, generato
         loss.backward()
 
 
-# (n, d): one chunk of rows, and with d = 64 as many chunks for k outputs as for k + 1.
-@pytest.mark.parametrize(("n", "d"), [(250, 8), (250, 24), (250, 64), (5000, 64)], ids=lambda v: str(v))
+# (n, d): one chunk of rows, and with d = 64 as many chunks for k outputs as for k + 1; d = 20,
+# 24, 72 and 85 end in features short of a vector (AVX2's 8 lanes or AVX-512's 16), n = 301 in a
+# short last block of rows.
+@pytest.mark.parametrize(("n", "d"), [(250, 8), (250, 20), (250, 24), (250, 64), (250, 72), (301, 85), (5000, 64)],
+                         ids=lambda v: str(v))
 @pytest.mark.parametrize("k", [4, 16])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 def test_outputs_in_fours_keep_the_general_paths_bits(n, d, k, bias, generator):
-    """float32 rows with outputs in fours and features in whole vectors take their own CPU path;
+    """float32 rows with outputs in fours and at least one vector of features take their own CPU path;
     with one output more they take the general one. Each output's gradient sums are its own (and
     both shapes split the rows into the same chunks), so the first k outputs' gradients must be
     bitwise the same either way."""

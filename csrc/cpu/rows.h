@@ -288,19 +288,29 @@ inline int64_t add_outer_vectors(const scalar_t* const* rows, const acc_t* scale
   return col;
 }
 
+// The columns [col, len) of add_outer_columns below, shorter than a vector:
+// one sum at a time, row by row.
+template <int NJ, typename scalar_t, typename acc_t>
+inline void add_outer_tail(const scalar_t* const* rows, const acc_t* scales, int64_t output_step, int64_t row_step,
+                           int64_t count, int64_t col, int64_t len, acc_t* sums, int64_t stride) {
+  for (int j = 0; j < NJ; ++j) {
+    for (int64_t c = col; c < len; ++c) {
+      acc_t sum = sums[j * stride + c];
+      for (int64_t i = 0; i < count; ++i) {
+        sum += scales[j * output_step + i * row_step] * static_cast<acc_t>(rows[i][c]);
+      }
+      sums[j * stride + c] = sum;
+    }
+  }
+}
+
 template <int NJ, typename scalar_t, typename acc_t>
 inline void add_outer_columns(const scalar_t* const* rows, const acc_t* scales, int64_t count, int64_t len,
                               acc_t* sums, int64_t stride) {
   const int64_t col = count == kRowBlock
                           ? add_outer_vectors<NJ, kRowBlock>(rows, scales, kRowBlock, 1, count, len, sums, stride)
                           : add_outer_vectors<NJ, 0>(rows, scales, kRowBlock, 1, count, len, sums, stride);
-  for (int j = 0; j < NJ; ++j) {
-    for (int64_t c = col; c < len; ++c) {
-      acc_t sum = sums[j * stride + c];
-      for (int64_t i = 0; i < count; ++i) sum += scales[j * kRowBlock + i] * static_cast<acc_t>(rows[i][c]);
-      sums[j * stride + c] = sum;
-    }
-  }
+  add_outer_tail<NJ>(rows, scales, kRowBlock, 1, count, col, len, sums, stride);
 }
 
 // For each output j < k: sums[j * stride + c] += scales[j * kRowBlock + i] * rows[i][c]
