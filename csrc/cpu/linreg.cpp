@@ -301,7 +301,13 @@ void accumulate_block_by_four(const Batch<float>& batch, const float* const* x, 
                               BlockScratch<float, float>& block) {
   const int64_t d = layout.features, k = layout.outputs, rows = kRows > 0 ? kRows : count;
   float* residuals = block.residuals.data();  // residuals[i * k + j]: output j of row i
-  block_dot_products(x, rows, W, d, k, residuals);
+  // block_dot_products' loop, written out here where the row count is known at
+  // compile time: through the helper the 16-output step on 1M x 64 rows ran
+  // 27 -> 29.5 ms (AVX-512, two threads).
+  int64_t i = 0;
+  for (; i + kDotRows <= rows; i += kDotRows) cpu::dot_all_rows<kDotRows>(x + i, W, d, k, residuals + i * k, k);
+  for (; i + 2 <= rows; i += 2) cpu::dot_all_rows<2>(x + i, W, d, k, residuals + i * k, k);
+  if (i < rows) cpu::dot_all_rows(x[i], W, d, k, residuals + i * k);
   for (int64_t j = 0; j < k; j += 4) {
     const __m128 bias = b ? _mm_loadu_ps(b + j) : _mm_setzero_ps();
     __m128 bias_sum = _mm_loadu_ps(block.bias_sums.data() + j);
