@@ -204,10 +204,11 @@ def test_grad_returns_plain_tensors_and_the_op_refuses_backward(device, generato
 
 # (n, d): one chunk of rows, and with d = 64 as many chunks for k outputs as for k + 1; d = 20,
 # 24, 72 and 85 end in features short of a vector (AVX2's 8 lanes or AVX-512's 16), n = 301 in a
-# short last block of rows.
+# short last block of rows. k = 8, 16 and 20 take their residuals a whole vector of outputs at a
+# time where one fits (AVX2: 8, AVX-512: 16), the rest four at a time.
 @pytest.mark.parametrize(("n", "d"), [(250, 8), (250, 20), (250, 24), (250, 64), (250, 72), (301, 85), (5000, 64)],
                          ids=lambda v: str(v))
-@pytest.mark.parametrize("k", [4, 16])
+@pytest.mark.parametrize("k", [4, 8, 16, 20])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 def test_outputs_in_fours_keep_the_general_paths_bits(n, d, k, bias, generator):
     """float32 rows with outputs in fours and at least one vector of features take their own CPU path;

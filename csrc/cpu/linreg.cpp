@@ -289,6 +289,33 @@ inline void prefetch_next_block(const Batch<scalar_t>& batch, int64_t first, int
 // where the next block's prefetch (48 rows at once) got ahead of the memory.
 constexpr int64_t kBlockByFour = 24;
 
+// The residual loop of accumulate_block_by_four below for whole vectors of
+// outputs (a row's 16 outputs in one AVX-512 register): the same operations,
+// lane by lane, as residuals_by_four, with a quarter (AVX-512) or half (AVX2) of
+// the instructions. AVX-512, 16 outputs: 45.0 -> 43.8 ns a row on one thread
+// (16384 x 64 rows), 27.9 -> 26.8 ms for 1M x 64 on two. Returns how many
+// outputs it covered.
+inline int64_t add_residuals_by_vector(const Batch<float>& batch, const int64_t* row_ids, int64_t rows, int64_t k,
+                                       const float* b, float* residuals, BlockScratch<float, float>& block) {
+  using Vec = at::vec::Vectorized<float>;
+  int64_t j = 0;
+  for (; j + Vec::size() <= k; j += Vec::size()) {
+    const Vec bias = b ? Vec::loadu(b + j) : Vec(0.f);
+    Vec bias_sum = Vec::loadu(block.bias_sums.data() + j);
+    Vec loss = Vec::loadu(block.losses.data() + j);
+    for (int64_t i = 0; i < rows; ++i) {
+      float* residual = residuals + i * k + j;
+      const Vec r = (Vec::loadu(residual) + bias) - Vec::loadu(batch.y + row_ids[i] * k + j);
+      bias_sum = bias_sum + r;
+      loss = at::vec::fmadd(Vec(0.5f) * r, r, loss);
+      r.store(residual);
+    }
+    bias_sum.store(block.bias_sums.data() + j);
+    loss.store(block.losses.data() + j);
+  }
+  return j;
+}
+
 // accumulate_block for float rows, outputs in fours and at least one vector of
 // features (the 4- and 16-output steps), on kRows rows (> 0: a full block, so
 // that the gradient tiles unroll) or `count`. Every sum takes the general
@@ -308,7 +335,8 @@ void accumulate_block_by_four(const Batch<float>& batch, const float* const* x, 
   for (; i + kDotRows <= rows; i += kDotRows) cpu::dot_all_rows<kDotRows>(x + i, W, d, k, residuals + i * k, k);
   for (; i + 2 <= rows; i += 2) cpu::dot_all_rows<2>(x + i, W, d, k, residuals + i * k, k);
   if (i < rows) cpu::dot_all_rows(x[i], W, d, k, residuals + i * k);
-  for (int64_t j = 0; j < k; j += 4) {
+  int64_t j = add_residuals_by_vector(batch, row_ids, rows, k, b, residuals, block);
+  for (; j < k; j += 4) {
     const __m128 bias = b ? _mm_loadu_ps(b + j) : _mm_setzero_ps();
     __m128 bias_sum = _mm_loadu_ps(block.bias_sums.data() + j);
     __m128 loss = _mm_loadu_ps(block.losses.data() + j);
