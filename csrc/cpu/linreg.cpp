@@ -56,18 +56,6 @@ struct Scratch {
   std::vector<acc_t> bias;
 };
 
-// a * b + c as the compiled general path rounds it: the compiler contracts
-// that expression into one fused multiply-add (one rounding) where the build
-// targets FMA, but not everywhere (the one-output path below lost it in a loop).
-template <typename T>
-inline T multiply_add(T a, T b, T c) {
-#ifdef __FMA__
-  return std::fma(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 // One row's residuals for four float outputs, dot + bias - y, added into those
 // outputs' bias and loss sums: each lane takes the scalar loop's operations.
@@ -164,7 +152,7 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
       const acc_t r = dots[i * k + j] + bias - static_cast<acc_t>(batch.y[block.row_ids[i] * k + j]);
       residuals[j * cpu::kRowBlock + i] = r;
       bias_sum += r;
-      loss = multiply_add(acc_t(0.5) * r, r, loss);
+      loss = cpu::multiply_add(acc_t(0.5) * r, r, loss);
     }
     bias_sums[j] = bias_sum;
     losses[j] = loss;
@@ -226,13 +214,13 @@ void accumulate_one_output(const Batch<scalar_t>& batch, int64_t begin, int64_t 
       }
       dot = cpu::lane_sum(dots);
     }
-    for (int64_t c = 0; c < tail; ++c) dot = multiply_add(static_cast<acc_t>(x_tail[c]), tail_weight[c], dot);
+    for (int64_t c = 0; c < tail; ++c) dot = cpu::multiply_add(static_cast<acc_t>(x_tail[c]), tail_weight[c], dot);
     const acc_t r = dot + bias - static_cast<acc_t>(batch.y[row]);
     bias_sum += r;
-    half_squares = multiply_add(acc_t(0.5) * r, r, half_squares);
+    half_squares = cpu::multiply_add(acc_t(0.5) * r, r, half_squares);
     const Vec scale(r);
     for (int v = 0; v < NV; ++v) grad[v] = at::vec::fmadd(scale, cpu::load_vec<acc_t>(x + v * Vec::size()), grad[v]);
-    for (int64_t c = 0; c < tail; ++c) tail_grad[c] = multiply_add(r, static_cast<acc_t>(x_tail[c]), tail_grad[c]);
+    for (int64_t c = 0; c < tail; ++c) tail_grad[c] = cpu::multiply_add(r, static_cast<acc_t>(x_tail[c]), tail_grad[c]);
   }
   for (int v = 0; v < NV; ++v) grad[v].store(sums + v * Vec::size());
   for (int64_t c = 0; c < tail; ++c) sums[vector_columns + c] = tail_grad[c];

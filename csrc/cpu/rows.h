@@ -9,6 +9,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -19,6 +20,19 @@ namespace fused_linreg::cpu {
 inline namespace CPU_CAPABILITY {
 
 using at::vec::Vectorized;
+
+// a * b + c as the compiled general path rounds it: the compiler contracts
+// that expression into one fused multiply-add (one rounding) where the build
+// targets FMA, but not everywhere (the one-output path lost it in a loop, the
+// dot products' tails once their sums moved into locals).
+template <typename T>
+inline T multiply_add(T a, T b, T c) {
+#ifdef __FMA__
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
 
 // dst[i] = src[i] as acc_t. Half and bfloat16 rows convert a vector at a time:
 // one element at a time the conversion cost more than the kernels' arithmetic.
@@ -178,11 +192,20 @@ inline void dot_rows(const scalar_t* const* x, const acc_t* w, int64_t len, acc_
       std::fill(row_out, row_out + NB, acc_t(0));  // rows shorter than a vector (the book's two features)
     }
   }
+  // The sums in locals, the NB outputs' chains side by side: through row_out[j]
+  // (which may alias x and w as far as the compiler knows) every step waited on
+  // the previous one's store, and a 16-float tail cost three times the whole
+  // vectors (AVX-512, 4 outputs, d = 72).
+  if (d == len) return;
   for (int r = 0; r < R; ++r) {
     acc_t* row_out = out + r * out_stride;
-    for (int j = 0; j < NB; ++j) {
-      for (int64_t t = d; t < len; ++t) row_out[j] += static_cast<acc_t>(x[r][t]) * w[j * len + t];
+    acc_t sums[NB];
+    for (int j = 0; j < NB; ++j) sums[j] = row_out[j];
+    for (int64_t t = d; t < len; ++t) {
+      const acc_t xt = static_cast<acc_t>(x[r][t]);
+      for (int j = 0; j < NB; ++j) sums[j] = multiply_add(xt, w[j * len + t], sums[j]);
     }
+    for (int j = 0; j < NB; ++j) row_out[j] = sums[j];
   }
 }
 
