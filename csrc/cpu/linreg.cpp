@@ -281,8 +281,8 @@ constexpr int64_t kBlockByFour = 24;
 // outputs (a row's 16 outputs in one AVX-512 register): the same operations,
 // lane by lane, as residuals_by_four, with a quarter (AVX-512) or half (AVX2) of
 // the instructions. AVX-512, 16 outputs: 45.0 -> 43.8 ns a row on one thread
-// (16384 x 64 rows), 27.9 -> 26.8 ms for 1M x 64 on two. Returns how many
-// outputs it covered.
+// (16384 x 64 rows in cache); on 1M x 64 rows from memory, within the bench's
+// run-to-run spread. Returns how many outputs it covered.
 inline int64_t add_residuals_by_vector(const Batch<float>& batch, const int64_t* row_ids, int64_t rows, int64_t k,
                                        const float* b, float* residuals, BlockScratch<float, float>& block) {
   using Vec = at::vec::Vectorized<float>;

@@ -194,8 +194,8 @@ inline void dot_rows(const scalar_t* const* x, const acc_t* w, int64_t len, acc_
   }
   // The sums in locals, the NB outputs' chains side by side: through row_out[j]
   // (which may alias x and w as far as the compiler knows) every step waited on
-  // the previous one's store, and a 16-float tail cost three times the whole
-  // vectors (AVX-512, 4 outputs, d = 72).
+  // the previous one's store, and the 8-float tail of d = 72 cost three times
+  // the four whole vectors before it (AVX-512, 4 outputs).
   if (d == len) return;
   for (int r = 0; r < R; ++r) {
     acc_t* row_out = out + r * out_stride;
