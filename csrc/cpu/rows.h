@@ -359,30 +359,51 @@ inline int64_t add_outer_vectors(const scalar_t* const* rows, const acc_t* scale
   return col;
 }
 
-// The columns [col, len) of add_outer_columns below, shorter than a vector:
-// one sum at a time, row by row. AVX-512 takes them as one masked vector
-// (the same fused multiply-adds the compiled scalar loop makes, lane by lane):
-// its 16-float vectors leave tails of up to 15 columns, which cost more than
-// the whole vectors (one thread, 8192 x 72 rows: 4 outputs 41 -> 34.5 ns a row,
-// 16 outputs 159 -> 131, 3 outputs 39 -> 34.6).
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// The first `count` (< a vector) floats at p, the other lanes zero, and their
+// store: masked, so that nothing past them is read or written. at::vec's
+// partial loads go through a copy on the stack under AVX2.
+inline __m256i first_lanes(int64_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline Vectorized<float> load_first(const float* p, int64_t count) {
+#if defined(CPU_CAPABILITY_AVX512)
+  return Vectorized<float>::loadu(p, count);
+#else
+  return _mm256_maskload_ps(p, first_lanes(count));
+#endif
+}
+inline void store_first(const Vectorized<float>& v, float* p, int64_t count) {
+#if defined(CPU_CAPABILITY_AVX512)
+  v.store(p, count);
+#else
+  _mm256_maskstore_ps(p, first_lanes(count), v);
+#endif
+}
+#endif
+
+// The columns [col, len) of add_outer_columns below, shorter than a vector.
+// Float rows take them as one masked vector, the NJ outputs' sums side by side
+// row by row (the same fused multiply-adds the compiled scalar loop makes, lane
+// by lane). One thread, 8192 rows: AVX-512 (tails of up to 15 columns), d = 72:
+// 4 outputs 41 -> 34.5 ns a row against the scalar loop, 16 outputs 159 -> 131,
+// and 22 -> 18, 81 -> 64 with the outputs side by side (one output after
+// another, each sum's chain of `count` fused multiply-adds ran at their latency).
 template <int NJ, typename scalar_t, typename acc_t>
 inline void add_outer_tail(const scalar_t* const* rows, const acc_t* scales, int64_t output_step, int64_t row_step,
                            int64_t count, int64_t col, int64_t len, acc_t* sums, int64_t stride) {
-#if defined(CPU_CAPABILITY_AVX512)
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
     using Vec = Vectorized<float>;
     const int64_t columns = len - col;
     if (columns <= 0) return;
-    // The NJ outputs' sums side by side, row by row: one output after another,
-    // each sum's chain of `count` fused multiply-adds ran at their latency (one
-    // thread, 8192 x 72 rows: 16 outputs 81 -> 64 ns a row, 4 outputs 22 -> 18).
     Vec sum[NJ];
-    for (int j = 0; j < NJ; ++j) sum[j] = Vec::loadu(sums + j * stride + col, columns);
+    for (int j = 0; j < NJ; ++j) sum[j] = load_first(sums + j * stride + col, columns);
     for (int64_t i = 0; i < count; ++i) {
-      const Vec x = Vec::loadu(rows[i] + col, columns);
+      const Vec x = load_first(rows[i] + col, columns);
       for (int j = 0; j < NJ; ++j) sum[j] = at::vec::fmadd(Vec(scales[j * output_step + i * row_step]), x, sum[j]);
     }
-    for (int j = 0; j < NJ; ++j) sum[j].store(sums + j * stride + col, columns);
+    for (int j = 0; j < NJ; ++j) store_first(sum[j], sums + j * stride + col, columns);
     return;
   }
 #endif
