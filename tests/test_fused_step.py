@@ -224,6 +224,24 @@ def test_outputs_in_fours_keep_the_general_paths_bits(n, d, k, bias, generator):
         assert_bitwise_equal(grad_bias_fours, grad_bias[:k].contiguous(), "grad_bias")
 
 
+# d = 20, 24, 72, 85 and 127 end in 4 to 15 features short of a vector. The multi-output paths
+# take those tails for a group of 3 (AVX2) or 4 (AVX-512) rows by 4 outputs in one vector, and
+# one row at a time for the rows left over at the end of a block of rows.
+@pytest.mark.parametrize("d", [20, 24, 64, 72, 85, 127])
+@pytest.mark.parametrize("k", [4, 16])
+def test_gradient_does_not_depend_on_how_rows_group(d, k, generator):
+    """Rows of x = 0 with y = b have residual +0 and add exactly nothing to any sum. Put after
+    the rows they change nothing; put before them they move every row to another place in the
+    groups of rows (n <= 256: one chunk of rows either way), and the gradients must stay bitwise
+    the same."""
+    X, y, weight, b = make_problem(250, d, k, generator=generator)
+    for padding in (1, 2, 3, 5):
+        zero_X, zero_y = torch.zeros(padding, d), b.expand(padding, k)
+        expected = fused_linreg.linreg_grad(torch.cat([X, zero_X]), torch.cat([y, zero_y]), weight, b)
+        got = fused_linreg.linreg_grad(torch.cat([zero_X, X]), torch.cat([zero_y, y]), weight, b)
+        assert_bitwise_equal(got[1:], expected[1:], f"gradients with {padding} rows of zeros first")
+
+
 def test_step_equals_grad_then_sgd(device, generator):
     """linreg_grad + sgd_ is the unfused form of linreg_step_ (what data-parallel training does)."""
     X, y, weight, bias = make_problem(200, 6, 2, generator=generator, device=device)

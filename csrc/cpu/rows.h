@@ -202,6 +202,26 @@ inline void add_dot_tails_4x4(const float* const* x, const float* w, int64_t d, 
   _mm_storeu_ps(out + 2 * out_stride, _mm512_extractf32x4_ps(sums, 2));
   _mm_storeu_ps(out + 3 * out_stride, _mm512_extractf32x4_ps(sums, 3));
 }
+#elif defined(CPU_CAPABILITY_AVX2)
+// The same for 3 float rows by 4 weight rows under AVX2 (fewer than 8 tail
+// features): rows 0 and 1 side by side in one register (lane 4r + j), row 2 in
+// a 4-float one, the weights' feature t gathered by broadcasts and blends.
+inline void add_dot_tails_3x4(const float* const* x, const float* w, int64_t d, int64_t len, float* out,
+                              int64_t out_stride) {
+  __m256 sums01 = _mm256_set_m128(_mm_loadu_ps(out + out_stride), _mm_loadu_ps(out));
+  __m128 sums2 = _mm_loadu_ps(out + 2 * out_stride);
+  for (int64_t t = d; t < len; ++t) {
+    const __m128 w01 = _mm_blend_ps(_mm_broadcast_ss(w + t), _mm_broadcast_ss(w + len + t), 0b0010);
+    const __m128 w23 = _mm_blend_ps(_mm_broadcast_ss(w + 2 * len + t), _mm_broadcast_ss(w + 3 * len + t), 0b1000);
+    const __m128 wt = _mm_blend_ps(w01, w23, 0b1100);
+    const __m256 x01 = _mm256_blend_ps(_mm256_broadcast_ss(x[0] + t), _mm256_broadcast_ss(x[1] + t), 0xF0);
+    sums01 = _mm256_fmadd_ps(x01, _mm256_set_m128(wt, wt), sums01);
+    sums2 = _mm_fmadd_ps(_mm_broadcast_ss(x[2] + t), wt, sums2);
+  }
+  _mm_storeu_ps(out, _mm256_castps256_ps128(sums01));
+  _mm_storeu_ps(out + out_stride, _mm256_extractf128_ps(sums01, 1));
+  _mm_storeu_ps(out + 2 * out_stride, sums2);
+}
 #endif
 
 // out[r * out_stride + j] = dot(x[r], w + j * len) for R rows and NB = 1, 2 or 4
@@ -242,6 +262,11 @@ inline void dot_rows(const scalar_t* const* x, const acc_t* w, int64_t len, acc_
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (R == 4 && NB == 4 && std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
     add_dot_tails_4x4(x, w, d, len, out, out_stride);
+    return;
+  }
+#elif defined(CPU_CAPABILITY_AVX2)
+  if constexpr (R == 3 && NB == 4 && std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+    add_dot_tails_3x4(x, w, d, len, out, out_stride);
     return;
   }
 #endif
