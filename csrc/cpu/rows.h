@@ -384,28 +384,29 @@ inline int64_t add_outer_vectors(const scalar_t* const* rows, const acc_t* scale
   return col;
 }
 
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 // The first `count` (< a vector) floats at p, the other lanes zero, and their
-// store: masked, so that nothing past them is read or written. at::vec's
-// partial loads go through a copy on the stack under AVX2.
+// store: masked where the build has AVX2 or AVX-512, so that nothing past them
+// is read or written. at::vec's partial loads go through a copy on the stack
+// under AVX2 (and in the default build, which takes them only where it must).
+#if defined(CPU_CAPABILITY_AVX2)
 inline __m256i first_lanes(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
+#endif
 inline Vectorized<float> load_first(const float* p, int64_t count) {
-#if defined(CPU_CAPABILITY_AVX512)
-  return Vectorized<float>::loadu(p, count);
-#else
+#if defined(CPU_CAPABILITY_AVX2)
   return _mm256_maskload_ps(p, first_lanes(count));
+#else
+  return Vectorized<float>::loadu(p, count);
 #endif
 }
 inline void store_first(const Vectorized<float>& v, float* p, int64_t count) {
-#if defined(CPU_CAPABILITY_AVX512)
-  v.store(p, count);
-#else
+#if defined(CPU_CAPABILITY_AVX2)
   _mm256_maskstore_ps(p, first_lanes(count), v);
+#else
+  v.store(p, count);
 #endif
 }
-#endif
 
 // The columns [col, len) of add_outer_columns below, shorter than a vector.
 // Float rows take them as one masked vector, the NJ outputs' sums side by side
