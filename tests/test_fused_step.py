@@ -86,7 +86,7 @@ def run_steps_against_reference(X, y, weight, bias, *, steps, hyper, ref_dtype=t
 SHAPES = [
     (1, 1, 1, True), (1, 5, 3, False), (2, 1, 2, False), (10, 2, 1, True), (10, 2, 1, False), (7, 9, 4, False),
     (33, 17, 16, False), (100, 3, 20, False), (257, 64, 1, True), (1000, 300, 2, False), (5000, 8, 5, False),
-    (5000, 300, 1, True), (301, 85, 4, False), (301, 85, 7, False),
+    (5000, 300, 1, True), (301, 85, 4, False), (301, 85, 7, False), (3001, 48, 4, False),
 ]
 
 
@@ -205,8 +205,10 @@ def test_grad_returns_plain_tensors_and_the_op_refuses_backward(device, generato
 # (n, d): one chunk of rows, and with d = 64 as many chunks for k outputs as for k + 1; d = 20,
 # 24, 72 and 85 end in features short of a vector (AVX2's 8 lanes or AVX-512's 16), n = 301 in a
 # short last block of rows. k = 8, 16 and 20 take their residuals a whole vector of outputs at a
-# time where one fits (AVX2: 8, AVX-512: 16), the rest four at a time.
-@pytest.mark.parametrize(("n", "d"), [(250, 8), (250, 20), (250, 24), (250, 64), (250, 72), (301, 85), (5000, 64)],
+# time where one fits (AVX2: 8, AVX-512: 16), the rest four at a time. k = 4 with d = 16, 32, 48
+# or 64 (one to four whole AVX-512 vectors) keeps its sums in registers row by row.
+@pytest.mark.parametrize(("n", "d"), [(250, 8), (250, 16), (250, 20), (250, 24), (301, 32), (250, 48), (250, 64),
+                                      (250, 72), (301, 85), (5000, 64)],
                          ids=lambda v: str(v))
 @pytest.mark.parametrize("k", [4, 8, 16, 20])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])

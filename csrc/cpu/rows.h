@@ -115,11 +115,10 @@ inline void lane_sums(const Vectorized<acc_t> (&acc)[NB], acc_t* out) {
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 // The four-accumulator float case is every dot product of the multi-output
-// kernels. Lane-crossing permutes are slow (the generic tree above costs more
+// kernels; their four sums come back in one SSE register. Lane-crossing permutes are slow (the generic tree above costs more
 // than the dot products), so this adds within each 128-bit lane first, with
 // cheap unpacks and shuffles, leaving one cross-lane step per 128 bits.
-template <>
-inline void lane_sums<4, float>(const Vectorized<float> (&acc)[4], float* out) {
+inline __m128 lane_sums_of_four(const Vectorized<float> (&acc)[4]) {
 #if defined(CPU_CAPABILITY_AVX512)
   const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(acc[0], acc[1]), _mm512_unpackhi_ps(acc[0], acc[1]));
   const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(acc[2], acc[3]), _mm512_unpackhi_ps(acc[2], acc[3]));
@@ -128,13 +127,18 @@ inline void lane_sums<4, float>(const Vectorized<float> (&acc)[4], float* out) {
   // 128-bit lane q + lane q + 2, then lane 0 + lane 1: the halves are extracted
   // rather than permuted in place, so these adds run at 256 and 128 bits.
   const __m256 halves = _mm256_add_ps(_mm512_castps512_ps256(sums), _mm512_extractf32x8_ps(sums, 1));
-  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(halves), _mm256_extractf128_ps(halves, 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(halves), _mm256_extractf128_ps(halves, 1));
 #else
   const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(acc[0], acc[1]), _mm256_unpackhi_ps(acc[0], acc[1]));
   const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(acc[2], acc[3]), _mm256_unpackhi_ps(acc[2], acc[3]));
   const __m256 sums = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, 0x44), _mm256_shuffle_ps(ab, cd, 0xEE));
-  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1));
 #endif
+}
+
+template <>
+inline void lane_sums<4, float>(const Vectorized<float> (&acc)[4], float* out) {
+  _mm_storeu_ps(out, lane_sums_of_four(acc));
 }
 
 // One accumulator (a single output's dot product): the same idea, halving
