@@ -317,27 +317,28 @@ struct FourOutputSums {
     bias_sum = _mm_load_ps(bias_sums);
   }
 
-  // Row x's four residuals against its targets y, added into the bias and loss sums.
-  __m128 residuals(const float* x, const float* y) {
+  // Row x's four residuals against its targets y, added into the bias and loss
+  // sums; the row's features stay in `features` for its gradient.
+  __m128 residuals(const float* x, const float* y, __m512 (&features)[NV]) {
     at::vec::Vectorized<float> dots[kOutputs];
     for (int j = 0; j < kOutputs; ++j) dots[j] = _mm512_setzero_ps();
     for (int v = 0; v < NV; ++v) {
-      const __m512 features = _mm512_loadu_ps(x + v * 16);
+      features[v] = _mm512_loadu_ps(x + v * 16);
       for (int j = 0; j < kOutputs; ++j) {
-        dots[j] = _mm512_fmadd_ps(features, _mm512_loadu_ps(W + j * kFeatures + v * 16), dots[j]);
+        dots[j] = _mm512_fmadd_ps(features[v], _mm512_loadu_ps(W + j * kFeatures + v * 16), dots[j]);
       }
     }
     return residuals_by_four(cpu::lane_sums_of_four(dots), bias, _mm_loadu_ps(y), bias_sum, loss);
   }
 
-  // Adds row x's share of the weight gradient, scaled by its residuals.
-  void add_gradient(const float* x, __m128 residuals) {
+  // Adds a row's share of the weight gradient: its features scaled by its residuals.
+  void add_gradient(const __m512 (&features)[NV], __m128 residuals) {
     const __m512 scales[kOutputs] = {
         _mm512_broadcastss_ps(residuals), _mm512_broadcastss_ps(_mm_shuffle_ps(residuals, residuals, 0x55)),
         _mm512_broadcastss_ps(_mm_shuffle_ps(residuals, residuals, 0xAA)),
         _mm512_broadcastss_ps(_mm_shuffle_ps(residuals, residuals, 0xFF))};
     for (int j = 0; j < kOutputs; ++j) {
-      for (int v = 0; v < NV; ++v) grad[j][v] = _mm512_fmadd_ps(scales[j], _mm512_loadu_ps(x + v * 16), grad[j][v]);
+      for (int v = 0; v < NV; ++v) grad[j][v] = _mm512_fmadd_ps(scales[j], features[v], grad[j][v]);
     }
   }
 
@@ -367,8 +368,8 @@ struct FourOutputSums {
 // its residuals into the gradient; the block path below stores and reloads the
 // residuals and the sums every 24 rows, and runs the block's dot products and
 // then its gradient. 1M x 64 rows, two threads, against X.amax() beside it
-// (Zen 4 VM): 76-80% -> 82-94%; in cache (one thread, 8192 rows) 12.3 -> 11.6
-// ns a row. d = 16, 32 and 48 are within the noise of the block path. Features
+// (Zen 4 VM): 76-80% -> 82-94%; in cache (one thread, 8192 rows) 12.3 -> 11.1
+// ns a row (~39 cycles at 3.5 GHz; its 32 zmm fused multiply-adds take 32). d = 16, 32 and 48 are within the noise of the block path. Features
 // past whole vectors are left to the block path: their dot products' fused
 // multiply-adds, one chain per row, made d = 40 and 60 slower (1M rows:
 // 7.0-7.5 -> 8.7-9.0 ms, 12 -> 12.5 ms). Every sum takes the block
@@ -382,24 +383,31 @@ void accumulate_four_outputs(const Batch<float>& batch, int64_t begin, int64_t e
   FourOutputSums<NV> four(W, b, sums);
   // Each row's gradient is added after the next row's residuals, which do not
   // wait on it: in program order those residuals' long chain (dot products,
-  // lane sums) comes first, and the gradient's inputs are ready. In cache, d =
-  // 64: 13.7 -> 12.4 ns a row against a row's gradient right after its residuals.
-  const float* previous_x = nullptr;
-  __m128 previous_residuals = _mm_setzero_ps();
-  for (int64_t i = begin; i < end; ++i) {
-    const int64_t row = batch.rows ? batch.rows[i] : i;
+  // lane sums) comes first, and the gradient's inputs are ready; its features
+  // wait in registers. In cache, d = 64: 13.7 ns a row with each row's gradient
+  // right after its residuals, 11.6 with the features read again from L1, 11.1.
+  const auto prefetch_then_number = [&](int64_t i) {
     if (!batch.rows) {
       prefetch_pages_ahead(batch, i, end, d);
     } else if (i + kPrefetchRows < end) {
       prefetch_row(batch, i + kPrefetchRows, d);
     }
-    const float* x = batch.X + row * d;
-    const __m128 residuals = four.residuals(x, batch.y + row * 4);
-    if (previous_x) four.add_gradient(previous_x, previous_residuals);
-    previous_x = x;
-    previous_residuals = residuals;
+    return batch.rows ? batch.rows[i] : i;
+  };
+  if (begin < end) {
+    __m512 previous[NV];
+    int64_t row = prefetch_then_number(begin);
+    __m128 previous_residuals = four.residuals(batch.X + row * d, batch.y + row * 4, previous);
+    for (int64_t i = begin + 1; i < end; ++i) {
+      __m512 features[NV];
+      row = prefetch_then_number(i);
+      const __m128 residuals = four.residuals(batch.X + row * d, batch.y + row * 4, features);
+      four.add_gradient(previous, previous_residuals);
+      for (int v = 0; v < NV; ++v) previous[v] = features[v];
+      previous_residuals = residuals;
+    }
+    four.add_gradient(previous, previous_residuals);
   }
-  if (previous_x) four.add_gradient(previous_x, previous_residuals);
   four.store(sums);
 }
 #endif
