@@ -205,8 +205,8 @@ def test_grad_returns_plain_tensors_and_the_op_refuses_backward(device, generato
 # (n, d): one chunk of rows, and with d = 64 as many chunks for k outputs as for k + 1; d = 20,
 # 24, 72 and 85 end in features short of a vector (AVX2's 8 lanes or AVX-512's 16), n = 301 in a
 # short last block of rows. k = 8, 16 and 20 take their residuals a whole vector of outputs at a
-# time where one fits (AVX2: 8, AVX-512: 16), the rest four at a time. k = 4 with d = 16, 32, 48
-# or 64 (one to four whole AVX-512 vectors) keeps its sums in registers row by row.
+# time where one fits (AVX2: 8, AVX-512: 16), the rest four at a time. k = 4 with d = 32, 48 or
+# 64 (two to four whole AVX-512 vectors) keeps its sums in registers row by row.
 @pytest.mark.parametrize(("n", "d"), [(250, 8), (250, 16), (250, 20), (250, 24), (301, 32), (250, 48), (250, 64),
                                       (250, 72), (301, 85), (5000, 64)],
                          ids=lambda v: str(v))

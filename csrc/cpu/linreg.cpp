@@ -362,17 +362,19 @@ struct FourOutputSums {
   __m512 grad[kOutputs][NV];
 };
 
-// accumulate_rows for float rows of four outputs whose features are one to
+// accumulate_rows for float rows of four outputs whose features are two to
 // four whole AVX-512 vectors. As for one output, the gradient sums stay in
 // registers from row to row, and each row goes from its dot products through
 // its residuals into the gradient; the block path below stores and reloads the
 // residuals and the sums every 24 rows, and runs the block's dot products and
-// then its gradient. 1M x 64 rows, two threads, against X.amax() beside it
-// (Zen 4 VM): 76-80% -> 82-94%; in cache (one thread, 8192 rows) 12.3 -> 11.1
-// ns a row (~39 cycles at 3.5 GHz; its 32 zmm fused multiply-adds take 32). d = 16, 32 and 48 are within the noise of the block path. Features
-// past whole vectors are left to the block path: their dot products' fused
-// multiply-adds, one chain per row, made d = 40 and 60 slower (1M rows:
-// 7.0-7.5 -> 8.7-9.0 ms, 12 -> 12.5 ms). Every sum takes the block
+// then its gradient. 1M rows, two threads, against X.amax() beside it (Zen 4
+// VM, three allocations of X per process): d = 64 72-81% -> 81-99%, d = 48
+// 76-82% -> 84-90%, d = 32 the same (60-86%). In cache (one thread, 8192 x 64
+// rows) 12.3 -> 11.1 ns a row: ~39 cycles at 3.5 GHz, of which its 32 zmm fused
+// multiply-adds take 32. One vector (d = 16) was no faster (in cache 5.6 -> 6.1
+// ns a row). Features past whole vectors are left to the block path: their dot
+// products' fused multiply-adds, one chain per row, made d = 40 and 60 slower
+// (1M rows: 7.0-7.5 -> 8.7-9.0 ms, 12 -> 12.5 ms). Every sum takes the block
 // path's operations in its order (the dot products' lane-sum tree, the
 // residuals lane by lane, the gradient's fused multiply-adds row by row), so
 // the bits are the same.
@@ -386,9 +388,19 @@ void accumulate_four_outputs(const Batch<float>& batch, int64_t begin, int64_t e
   // lane sums) comes first, and the gradient's inputs are ready; its features
   // wait in registers. In cache, d = 64: 13.7 ns a row with each row's gradient
   // right after its residuals, 11.6 with the features read again from L1, 11.1.
+  // Rows in order ask for the row 16 ahead and, where rows tile the 4 KB pages
+  // exactly (d = 32, 64), the row that starts a page for the line two pages
+  // on. 1M rows, two threads, against X.amax() beside it, three processes each:
+  // d = 64 97-99% with both, 83-93% with the page's line alone, 75-93% with the
+  // rows alone; d = 32 85-90% with both (57-61% in one process), 76-83% with
+  // the rows alone; d = 48 (rows across page ends) 82-90% with the rows alone,
+  // 64-79% with both, 67-70% with the page's line alone.
+  constexpr int64_t kRowsAhead = 16;
+  constexpr bool kRowsTilePages = kPageBytes % (d * sizeof(float)) == 0;
   const auto prefetch_then_number = [&](int64_t i) {
     if (!batch.rows) {
-      prefetch_pages_ahead(batch, i, end, d);
+      if constexpr (kRowsTilePages) prefetch_pages_ahead(batch, i, end, d);
+      if (i + kRowsAhead < end) prefetch_row(batch, i + kRowsAhead, d);
     } else if (i + kPrefetchRows < end) {
       prefetch_row(batch, i + kPrefetchRows, d);
     }
@@ -413,14 +425,13 @@ void accumulate_four_outputs(const Batch<float>& batch, int64_t begin, int64_t e
 #endif
 
 // accumulate_rows for four outputs where accumulate_four_outputs fits d (float
-// rows, an AVX-512 build, 16, 32, 48 or 64 features); false where another path must run.
+// rows, an AVX-512 build, 32, 48 or 64 features); false where another path must run.
 template <typename scalar_t, typename acc_t>
 bool accumulate_four_output_rows(const Batch<scalar_t>& batch, int64_t begin, int64_t end, int64_t d,
                                  const acc_t* W, const acc_t* b, acc_t* sums) {
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<scalar_t, float>) {
     switch (d) {
-      case 16: return accumulate_four_outputs<1>(batch, begin, end, W, b, sums), true;
       case 32: return accumulate_four_outputs<2>(batch, begin, end, W, b, sums), true;
       case 48: return accumulate_four_outputs<3>(batch, begin, end, W, b, sums), true;
       case 64: return accumulate_four_outputs<4>(batch, begin, end, W, b, sums), true;
