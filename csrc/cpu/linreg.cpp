@@ -165,9 +165,12 @@ void accumulate_block(const Batch<scalar_t>& batch, const row_t* const* x, int64
 // hardware prefetcher can guess them.
 constexpr int64_t kPrefetchRows = 8;
 
-// Asks for the cache lines of the batch's i-th row.
+// Asks for the cache lines of the batch's i-th row. The prefetch helpers are
+// always inlined: GCC 12 finds that a function of prefetches alone changes
+// nothing (its pure-const analysis) and drops the calls it did not inline:
+// once both register paths shared prefetch_ahead, they had no prefetch left.
 template <typename scalar_t>
-inline void prefetch_row(const Batch<scalar_t>& batch, int64_t i, int64_t d) {
+C10_ALWAYS_INLINE void prefetch_row(const Batch<scalar_t>& batch, int64_t i, int64_t d) {
   const int64_t row = batch.rows ? batch.rows[i] : i;
   const char* bytes = reinterpret_cast<const char*>(batch.X + row * d);
   for (int64_t offset = 0; offset < d * static_cast<int64_t>(sizeof(scalar_t)); offset += 64) {
@@ -176,19 +179,36 @@ inline void prefetch_row(const Batch<scalar_t>& batch, int64_t i, int64_t d) {
 }
 
 // Rows read in order stream through the hardware prefetcher, which stops at
-// the end of each 4 KB page. The row that starts a page asks for the line two
-// pages on, so that the stream there is already going when the rows reach it.
-// One output, 1M x 64 rows, two threads, against X.amax() beside it (Zen 4 VM):
-// every row's lines 8 rows ahead (the earlier choice) 75-91%, no software
-// prefetch 94-96%, this 101-109%.
-constexpr int64_t kPageBytes = 4096, kPrefetchBytes = 2 * kPageBytes;
+// the end of each 4 KB page. Where rows tile the pages exactly, the row that
+// starts a page asks for the line two pages on, so that the stream there is
+// already going when the rows reach it; every row asks for the row 16 ahead.
+// Where rows cross page ends the page's line came too late or too early. Two
+// threads, 1M rows, against X.amax() beside it (Zen 4 VM, three allocations of
+// X per process, processes alternating): one output d = 64 104-110% (78-93%
+// with the page's line alone, the earlier choice), d = 48 94-101% (60-76%),
+// d = 128 99-104% (63-84%; 93-96% with the rows alone); four outputs d = 64
+// 96-107% (68-84% with no software prefetch), d = 48 82-90% with the rows
+// alone (64-79% with the page's line too).
+constexpr int64_t kPageBytes = 4096, kPrefetchBytes = 2 * kPageBytes, kRowsAhead = 16;
 
 template <typename scalar_t>
-inline void prefetch_pages_ahead(const Batch<scalar_t>& batch, int64_t i, int64_t end, int64_t d) {
+inline bool rows_tile_pages(int64_t d) {
+  return kPageBytes % (d * static_cast<int64_t>(sizeof(scalar_t))) == 0;
+}
+
+// Asks for what row i's successors need: for rows in order as above (tile_pages
+// from rows_tile_pages), for rows by number the row kPrefetchRows on.
+template <typename scalar_t>
+C10_ALWAYS_INLINE void prefetch_ahead(const Batch<scalar_t>& batch, int64_t i, int64_t end, int64_t d, bool tile_pages) {
+  if (batch.rows) {
+    if (i + kPrefetchRows < end) prefetch_row(batch, i + kPrefetchRows, d);
+    return;
+  }
   const int64_t row_bytes = d * static_cast<int64_t>(sizeof(scalar_t));
   const char* row = reinterpret_cast<const char*>(batch.X + i * d);
   const bool starts_page = static_cast<int64_t>(reinterpret_cast<uintptr_t>(row) % kPageBytes) < row_bytes;
-  if (starts_page && (end - i) * row_bytes > kPrefetchBytes) __builtin_prefetch(row + kPrefetchBytes);
+  if (tile_pages && starts_page && (end - i) * row_bytes > kPrefetchBytes) __builtin_prefetch(row + kPrefetchBytes);
+  if (i + kRowsAhead < end) prefetch_row(batch, i + kRowsAhead, d);
 }
 
 // accumulate_rows for float sums of one output whose features are NV full
@@ -229,17 +249,12 @@ void accumulate_one_output(const Batch<scalar_t>& batch, int64_t begin, int64_t 
   const acc_t bias = b ? b[0] : acc_t(0);
   acc_t bias_sum = sums[d];
   acc_t half_squares = 0;
+  const bool tile_pages = rows_tile_pages<scalar_t>(d);
   for (int64_t i = begin; i < end; ++i) {
     const int64_t row = batch.rows ? batch.rows[i] : i;
     const scalar_t* x = batch.X + row * d;
     const scalar_t* x_tail = x + vector_columns;
-    if constexpr (NV > 0) {
-      if (!batch.rows) {
-        prefetch_pages_ahead(batch, i, end, d);
-      } else if (i + kPrefetchRows < end) {
-        prefetch_row(batch, i + kPrefetchRows, d);
-      }
-    }
+    if constexpr (NV > 0) prefetch_ahead(batch, i, end, d, tile_pages);
     acc_t dot = 0;
     if constexpr (NV > 0) {
       Vec dots(acc_t(0));
@@ -388,22 +403,8 @@ void accumulate_four_outputs(const Batch<float>& batch, int64_t begin, int64_t e
   // lane sums) comes first, and the gradient's inputs are ready; its features
   // wait in registers. In cache, d = 64: 13.7 ns a row with each row's gradient
   // right after its residuals, 11.6 with the features read again from L1, 11.1.
-  // Rows in order ask for the row 16 ahead and, where rows tile the 4 KB pages
-  // exactly (d = 32, 64), the row that starts a page for the line two pages
-  // on. 1M rows, two threads, against X.amax() beside it, three processes each:
-  // d = 64 97-99% with both, 83-93% with the page's line alone, 75-93% with the
-  // rows alone; d = 32 85-90% with both (57-61% in one process), 76-83% with
-  // the rows alone; d = 48 (rows across page ends) 82-90% with the rows alone,
-  // 64-79% with both, 67-70% with the page's line alone.
-  constexpr int64_t kRowsAhead = 16;
-  constexpr bool kRowsTilePages = kPageBytes % (d * sizeof(float)) == 0;
   const auto prefetch_then_number = [&](int64_t i) {
-    if (!batch.rows) {
-      if constexpr (kRowsTilePages) prefetch_pages_ahead(batch, i, end, d);
-      if (i + kRowsAhead < end) prefetch_row(batch, i + kRowsAhead, d);
-    } else if (i + kPrefetchRows < end) {
-      prefetch_row(batch, i + kPrefetchRows, d);
-    }
+    prefetch_ahead(batch, i, end, d, rows_tile_pages<float>(d));
     return batch.rows ? batch.rows[i] : i;
   };
   if (begin < end) {
@@ -448,7 +449,7 @@ bool accumulate_four_output_rows(const Batch<scalar_t>& batch, int64_t begin, in
 // the next block's rows asked for); with 16 outputs it measured no gain, and on
 // the four-output path neither did asking 1-5 blocks or 12-48 rows ahead.
 template <typename scalar_t>
-inline void prefetch_next_block(const Batch<scalar_t>& batch, int64_t first, int64_t count, int64_t end, int64_t d,
+C10_ALWAYS_INLINE void prefetch_next_block(const Batch<scalar_t>& batch, int64_t first, int64_t count, int64_t end, int64_t d,
                                 int64_t k) {
   if (k > 4) return;
   for (int64_t i = first + count; i < std::min(end, first + 2 * count); ++i) prefetch_row(batch, i, d);
