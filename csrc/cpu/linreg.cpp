@@ -199,7 +199,8 @@ inline bool rows_tile_pages(int64_t d) {
 // Asks for what row i's successors need: for rows in order as above (tile_pages
 // from rows_tile_pages), for rows by number the row kPrefetchRows on.
 template <typename scalar_t>
-C10_ALWAYS_INLINE void prefetch_ahead(const Batch<scalar_t>& batch, int64_t i, int64_t end, int64_t d, bool tile_pages) {
+C10_ALWAYS_INLINE void prefetch_ahead(const Batch<scalar_t>& batch, int64_t i, int64_t end, int64_t d,
+                                      bool tile_pages) {
   if (batch.rows) {
     if (i + kPrefetchRows < end) prefetch_row(batch, i + kPrefetchRows, d);
     return;
@@ -321,13 +322,15 @@ template <int NV>
 struct FourOutputSums {
   static constexpr int kOutputs = 4;
   static constexpr int64_t kFeatures = NV * 16;
+  static constexpr ParamSums kLayout{kFeatures, kOutputs};
 
   FourOutputSums(const float* W, const float* b, const float* sums)
       : W(W), bias(b ? _mm_loadu_ps(b) : _mm_setzero_ps()), loss(_mm_setzero_ps()) {
     alignas(16) float bias_sums[kOutputs];
     for (int j = 0; j < kOutputs; ++j) {
-      for (int v = 0; v < NV; ++v) grad[j][v] = _mm512_loadu_ps(sums + j * (kFeatures + 1) + v * 16);
-      bias_sums[j] = sums[j * (kFeatures + 1) + kFeatures];
+      const float* output_sums = sums + j * kLayout.per_output();
+      for (int v = 0; v < NV; ++v) grad[j][v] = _mm512_loadu_ps(output_sums + v * 16);
+      bias_sums[j] = output_sums[kFeatures];
     }
     bias_sum = _mm_load_ps(bias_sums);
   }
@@ -364,12 +367,12 @@ struct FourOutputSums {
     _mm_store_ps(losses, loss);
     float loss_sum = 0;  // as accumulate_rows adds its outputs' losses
     for (int j = 0; j < kOutputs; ++j) {
-      float* output_sums = sums + j * (kFeatures + 1);
+      float* output_sums = sums + j * kLayout.per_output();
       for (int v = 0; v < NV; ++v) _mm512_storeu_ps(output_sums + v * 16, grad[j][v]);
       output_sums[kFeatures] = bias_sums[j];
       loss_sum += losses[j];
     }
-    sums[kOutputs * (kFeatures + 1)] += loss_sum;
+    sums[kLayout.loss()] += loss_sum;
   }
 
   const float* W;
@@ -449,8 +452,8 @@ bool accumulate_four_output_rows(const Batch<scalar_t>& batch, int64_t begin, in
 // the next block's rows asked for); with 16 outputs it measured no gain, and on
 // the four-output path neither did asking 1-5 blocks or 12-48 rows ahead.
 template <typename scalar_t>
-C10_ALWAYS_INLINE void prefetch_next_block(const Batch<scalar_t>& batch, int64_t first, int64_t count, int64_t end, int64_t d,
-                                int64_t k) {
+C10_ALWAYS_INLINE void prefetch_next_block(const Batch<scalar_t>& batch, int64_t first, int64_t count, int64_t end,
+                                           int64_t d, int64_t k) {
   if (k > 4) return;
   for (int64_t i = first + count; i < std::min(end, first + 2 * count); ++i) prefetch_row(batch, i, d);
 }

@@ -115,9 +115,10 @@ inline void lane_sums(const Vectorized<acc_t> (&acc)[NB], acc_t* out) {
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 // The four-accumulator float case is every dot product of the multi-output
-// kernels; their four sums come back in one SSE register. Lane-crossing permutes are slow (the generic tree above costs more
-// than the dot products), so this adds within each 128-bit lane first, with
-// cheap unpacks and shuffles, leaving one cross-lane step per 128 bits.
+// kernels; their four sums come back in one SSE register. Lane-crossing
+// permutes are slow (the generic tree above costs more than the dot products),
+// so this adds within each 128-bit lane first, with cheap unpacks and
+// shuffles, leaving one cross-lane step per 128 bits.
 inline __m128 lane_sums_of_four(const Vectorized<float> (&acc)[4]) {
 #if defined(CPU_CAPABILITY_AVX512)
   const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(acc[0], acc[1]), _mm512_unpackhi_ps(acc[0], acc[1]));
